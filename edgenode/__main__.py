@@ -1,0 +1,5 @@
+import sys
+
+from edgenode.cli import main
+
+sys.exit(main())

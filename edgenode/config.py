@@ -1,0 +1,126 @@
+"""Typed node configuration, loaded from ``<home>/config.toml``.
+
+Each section is a frozen dataclass with a docstring per field and a named
+default.  Unknown keys are an error (a typo should not silently do nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import LocalError
+
+__all__ = ["NodeConfig", "NetSection", "NodeSection", "load_config", "CONFIG_FILE", "CONFIG_TEMPLATE", "from_table"]
+
+CONFIG_FILE = "config.toml"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NetSection:
+    """``[net]``: how the node reaches its peers."""
+
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    """Multiaddrs to listen on."""
+    bootstrap: tuple[str, ...] = ()
+    """Multiaddrs (with /p2p/PEER_ID) of peers to dial at start."""
+    mdns: bool = False
+    """Discover peers on the local network with mDNS."""
+    transport: str = "tcp"
+    """``tcp`` (Noise + yamux) or ``quic``."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    """``[node]``: what this node offers to the swarm."""
+
+    slots: int = 2
+    """Tasks run at once."""
+    queue: int = 64
+    """Tasks waiting beyond the running ones before the node answers busy."""
+    cost_class: str = "standard"
+    """Advertised cost class: ``low``, ``standard`` or ``premium``."""
+    metrics_port: int = 0
+    """Prometheus endpoint port on 127.0.0.1; 0 turns it off."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The whole ``config.toml``."""
+
+    net: NetSection = field(default_factory=NetSection)
+    node: NodeSection = field(default_factory=NodeSection)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise LocalError(f"{where}: expected a list")
+        return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise LocalError(f"{where}: expected a table")
+        return from_table(tp, value, where)
+    if tp is int and isinstance(value, bool):
+        raise LocalError(f"{where}: expected int")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise LocalError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+    return value
+
+
+def from_table(cls: type[T], table: dict[str, Any], where: str = "config") -> T:
+    """Build the dataclass ``cls`` from a TOML table, checking names and types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(table) - names
+    if unknown:
+        raise LocalError(f"{where}: unknown keys {sorted(unknown)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in table.items()}
+    return cls(**kwargs)
+
+
+def load_config(home: Path) -> NodeConfig:
+    """Read ``<home>/config.toml``; defaults where it or a key is missing."""
+    path = Path(home) / CONFIG_FILE
+    if not path.exists():
+        return NodeConfig()
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise LocalError(f"{path}: {exc}") from exc
+    return from_table(NodeConfig, table, str(path))
+
+
+CONFIG_TEMPLATE = """\
+# edgenode node configuration. Every key is optional; the values shown are the defaults.
+
+[net]
+# Multiaddrs to listen on.
+# listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Peers to dial at start, e.g. "/ip4/192.168.1.10/tcp/4001/p2p/12D3KooW...".
+# bootstrap = []
+# Discover peers on the local network with mDNS.
+# mdns = false
+# "tcp" (Noise + yamux) or "quic".
+# transport = "tcp"
+
+[node]
+# Tasks run at once.
+# slots = 2
+# Tasks waiting beyond the running ones before the node answers "busy".
+# queue = 64
+# Advertised cost class: "low", "standard" or "premium".
+# cost_class = "standard"
+# Prometheus metrics on 127.0.0.1:PORT; 0 turns them off.
+# metrics_port = 0
+"""

@@ -1,0 +1,38 @@
+"""The network layer: one transport interface, two implementations.
+
+``edgenode.net.memnet`` is the in-process network; ``edgenode.net.p2p`` is
+py-libp2p.  Import the implementation you need from its module.
+"""
+
+from ._errors import BlobMismatch, NetError, NotRunning, RemoteFailure, RequestTimeout, Unreachable
+from ._transport import (
+    BLOB_PROTOCOL,
+    BlobStore,
+    GossipMessage,
+    Handler,
+    MemoryBlobStore,
+    PeerEvent,
+    PeerEventKind,
+    Transport,
+    Validator,
+    sha256_hex,
+)
+
+__all__ = [
+    "BLOB_PROTOCOL",
+    "BlobMismatch",
+    "BlobStore",
+    "GossipMessage",
+    "Handler",
+    "MemoryBlobStore",
+    "NetError",
+    "NotRunning",
+    "PeerEvent",
+    "PeerEventKind",
+    "RemoteFailure",
+    "RequestTimeout",
+    "Transport",
+    "Unreachable",
+    "Validator",
+    "sha256_hex",
+]

@@ -1,0 +1,185 @@
+"""The one transport interface that node code speaks through.
+
+Two implementations: :mod:`edgenode.net.memnet` (in-process, simulated links)
+and :mod:`edgenode.net.p2p` (py-libp2p in its own trio thread).  Both run the
+contract suite in ``tests/net/test_contract.py``.  No libp2p type crosses
+this interface: peers are peer-id strings, payloads are ``bytes``.
+
+Gossip is best effort.  Anything that must arrive is acknowledged at the
+application level (use :meth:`Transport.request`).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from ._errors import BlobMismatch
+
+__all__ = [
+    "Transport",
+    "GossipMessage",
+    "PeerEvent",
+    "PeerEventKind",
+    "Handler",
+    "Validator",
+    "BlobStore",
+    "MemoryBlobStore",
+    "BLOB_PROTOCOL",
+    "sha256_hex",
+]
+
+BLOB_PROTOCOL = "/edgenode/blob/1"
+"""Request protocol that serves blobs by sha256 (request: the sha256 hex digest as ASCII)."""
+
+Handler = Callable[[str, bytes], Awaitable[bytes]]
+"""A request handler: ``await handler(sender_peer_id, request_bytes) -> response_bytes``.
+Raising makes the requester see :class:`RemoteFailure`; it never kills the transport."""
+
+Validator = Callable[[str, bytes], bool]
+"""A topic validator: ``validator(sender_peer_id, data) -> accept``.  Runs before
+delivery and before forwarding; rejected messages are dropped and counted."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class GossipMessage:
+    """One gossip message delivered to a subscriber."""
+
+    topic: str
+    sender: str
+    """Peer id of the message's origin (not the peer that forwarded it)."""
+    data: bytes
+
+
+class PeerEventKind(Enum):
+    JOIN = "join"
+    LEAVE = "leave"
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    kind: PeerEventKind
+    peer: str
+
+
+class BlobStore(abc.ABC):
+    """Where a transport finds the blobs it serves.  Keys are sha256 hex digests."""
+
+    @abc.abstractmethod
+    def get(self, digest: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def put(self, data: bytes) -> str: ...
+
+
+class MemoryBlobStore(BlobStore):
+    """A dict of blobs."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+
+    def get(self, digest: str) -> bytes | None:
+        return self._blobs.get(digest)
+
+    def put(self, data: bytes) -> str:
+        digest = sha256_hex(data)
+        self._blobs[digest] = bytes(data)
+        return digest
+
+
+class Transport(abc.ABC):
+    """Asyncio-facing peer-to-peer transport.
+
+    Lifecycle: construct, ``await start()``, use, ``await stop()``.  Every
+    method that waits on the network takes or has a bounded timeout.
+    """
+
+    # -- lifecycle and identity ------------------------------------------------
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def peer_id(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def listen_addrs(self) -> list[str]:
+        """Addresses others can dial, each ending in ``/p2p/<peer_id>``."""
+
+    # -- peers -----------------------------------------------------------------
+    @abc.abstractmethod
+    async def connect(self, addr: str, timeout: float = 10.0) -> str:
+        """Dial ``addr`` (a multiaddr with ``/p2p/<id>``); return the peer id."""
+
+    @abc.abstractmethod
+    def peers(self) -> list[str]:
+        """Peer ids currently connected."""
+
+    @abc.abstractmethod
+    def peer_events(self) -> AsyncIterator[PeerEvent]:
+        """Join/leave events from now on (each call gets its own stream)."""
+
+    # -- gossip ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Gossip ``data`` on ``topic`` (best effort; the publisher does not receive it)."""
+
+    @abc.abstractmethod
+    def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
+        """Messages on ``topic`` from now on; the iterator's ``aclose()`` unsubscribes."""
+
+    @abc.abstractmethod
+    def set_validator(self, topic: str, validator: Validator) -> None:
+        """Check every message on ``topic`` before delivery and forwarding."""
+
+    # -- requests --------------------------------------------------------------
+    @abc.abstractmethod
+    async def request(self, peer: str, protocol: str, data: bytes, timeout: float = 10.0) -> bytes:
+        """Send one request and wait for its response.
+
+        Raises RequestTimeout, Unreachable, or RemoteFailure (the peer's handler failed or is missing).
+        """
+
+    @abc.abstractmethod
+    def serve(self, protocol: str, handler: Handler) -> None:
+        """Answer requests on ``protocol`` with ``handler``."""
+
+    # -- metrics ---------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def counters(self) -> dict[str, int]:
+        """Monotonic counters: messages published/delivered, drops by reason, requests..."""
+
+    # -- blobs (shared logic over request/serve) --------------------------------
+    def serve_blobs(self, store: BlobStore) -> None:
+        """Serve ``store``'s blobs to peers on :data:`BLOB_PROTOCOL`."""
+
+        async def handler(_sender: str, req: bytes) -> bytes:
+            digest = req.decode("ascii", "replace")
+            blob = store.get(digest)
+            if blob is None:
+                raise KeyError(f"no blob {digest}")
+            return blob
+
+        self.serve(BLOB_PROTOCOL, handler)
+
+    async def fetch_blob(self, peer: str, digest: str, timeout: float = 30.0) -> bytes:
+        """Fetch the blob named ``digest`` (sha256 hex) from ``peer``, verified before return."""
+        data = await self.request(peer, BLOB_PROTOCOL, digest.encode("ascii"), timeout=timeout)
+        got = sha256_hex(data)
+        if got != digest:
+            raise BlobMismatch(f"peer {peer} sent a blob hashing to {got}, not {digest}")
+        return data
+
+

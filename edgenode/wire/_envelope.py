@@ -1,0 +1,85 @@
+"""Signed envelopes: a message, its author's public key and an Ed25519 signature.
+
+The signature covers a domain tag plus the canonical bytes of
+``[version, author, body]``, where ``body`` is the message's canonical bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from ..errors import DecodeError
+from ..identity import peer_id_from_public_key, verify
+from . import _codec, _message
+
+__all__ = ["Signer", "Envelope", "seal", "open_envelope", "open_as", "ENVELOPE_VERSION"]
+
+ENVELOPE_VERSION = 1
+_DOMAIN = b"edgenode/envelope/v1\x00"
+
+M = TypeVar("M")
+
+
+class Signer(Protocol):
+    """Anything that can sign: :class:`edgenode.identity.Identity` is one."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def _signed_bytes(version: int, author: bytes, body: bytes) -> bytes:
+    return _DOMAIN + _codec.encode([version, author, body])
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A verified envelope: the author's key, the decoded message and its raw bytes."""
+
+    author: bytes
+    """Raw 32-byte Ed25519 public key of the signer."""
+    message: Any
+    """The decoded, typed message."""
+    body: bytes
+    """The message's canonical bytes (what was signed)."""
+    signature: bytes
+
+    @property
+    def author_id(self) -> str:
+        """The author's peer id."""
+        return peer_id_from_public_key(self.author)
+
+
+def seal(signer: Signer, msg: object) -> bytes:
+    """Sign ``msg`` and return the envelope's canonical bytes."""
+    body = _message.to_bytes(msg)
+    author = signer.public_key
+    sig = signer.sign(_signed_bytes(ENVELOPE_VERSION, author, body))
+    return _codec.encode([ENVELOPE_VERSION, author, body, sig])
+
+
+def open_envelope(data: bytes) -> Envelope:
+    """Decode and verify an envelope; DecodeError or SignatureError on bad input."""
+    v = _codec.decode(data)
+    if not (isinstance(v, list) and len(v) == 4):
+        raise DecodeError("not an envelope")
+    version, author, body, sig = v
+    if not isinstance(version, int) or version != ENVELOPE_VERSION:
+        raise DecodeError(f"unsupported envelope version {version!r}")
+    if not (isinstance(author, bytes) and len(author) == 32):
+        raise DecodeError("envelope author is not a 32-byte key")
+    if not (isinstance(body, bytes) and isinstance(sig, bytes) and len(sig) == 64):
+        raise DecodeError("malformed envelope body or signature")
+    msg = _message.decode_any(body)
+    verify(author, _signed_bytes(version, author, body), sig)
+    return Envelope(author=author, message=msg, body=body, signature=sig)
+
+
+def open_as(cls: type[M], data: bytes) -> tuple[Envelope, M]:
+    """Open an envelope whose message must be of type ``cls``."""
+    env = open_envelope(data)
+    if not isinstance(env.message, cls):
+        raise DecodeError(f"expected {getattr(cls, 'WIRE_KIND', cls.__name__)}, got {_message.kind_of(env.message)}")
+    return env, env.message
