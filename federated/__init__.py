@@ -1,0 +1,3 @@
+"""federated package."""
+
+__all__: list[str] = []

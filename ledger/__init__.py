@@ -1,0 +1,3 @@
+"""ledger package."""
+
+__all__: list[str] = []

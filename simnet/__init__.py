@@ -1,0 +1,3 @@
+"""simnet package."""
+
+__all__: list[str] = []
