@@ -16,6 +16,7 @@ __all__ = ["main", "build_parser"]
 # Each module defines ``register(subparsers)`` and sets ``func`` on its parsers.
 _COMMAND_MODULES = (
     "edgenode.cli._init",
+    "edgenode.cli._swarm",
 )
 
 

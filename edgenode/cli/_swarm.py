@@ -1,0 +1,178 @@
+"""``edgenode swarm create|admit|revoke|show``: swarm admin tools.
+
+The admin key lives in ``<home>/swarm-admin.key`` and a JSON log of issued
+certificates in ``<home>/swarm-issued.json`` (serials are never reused).
+Certificates and revocations are written as files that a member installs
+(``<member home>/swarm.cert``) or a node gossips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import LocalError
+from ..identity import Identity, public_key_from_peer_id
+from ..security import ROLES, issue_certificate, issue_revocation
+from ._common import EXIT_OK, add_home, home_of, print_json
+
+__all__ = ["register", "read_revocations", "ADMIN_KEY", "ISSUED_LOG", "MEMBER_CERT"]
+
+ADMIN_KEY = "swarm-admin.key"
+ISSUED_LOG = "swarm-issued.json"
+MEMBER_CERT = "swarm.cert"
+"""Where a member node keeps its certificate inside its home."""
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_ms(text: str) -> int:
+    try:
+        unit = _UNITS.get(text[-1], 1)
+        number = float(text[:-1] if text[-1] in _UNITS else text)
+    except (ValueError, IndexError) as exc:
+        raise LocalError(f"bad duration {text!r}; use e.g. 30d, 12h, 90m, 3600s") from exc
+    if number <= 0:
+        raise LocalError("duration must be positive")
+    return int(number * unit * 1000)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("swarm", help="create a swarm, admit and revoke members")
+    ss = p.add_subparsers(dest="swarm_command", metavar="ACTION", required=True)
+
+    c = ss.add_parser("create", help="create the swarm admin key")
+    add_home(c)
+    c.add_argument("--force", action="store_true", help="replace an existing admin key")
+    c.set_defaults(func=cmd_create)
+
+    a = ss.add_parser("admit", help="issue a signed membership certificate for PEER_ID")
+    add_home(a)
+    a.add_argument("peer_id")
+    a.add_argument("--role", action="append", choices=ROLES, help="role to grant (repeatable; default executor)")
+    a.add_argument("--expires", default="365d", help="validity, e.g. 30d, 12h (default 365d)")
+    a.add_argument("--out", type=Path, help="certificate file (default ./PEER_ID.cert)")
+    a.set_defaults(func=cmd_admit)
+
+    r = ss.add_parser("revoke", help="issue a revocation of PEER_ID's certificates")
+    add_home(r)
+    r.add_argument("peer_id")
+    r.add_argument("--reason", default="")
+    r.add_argument("--out", type=Path, help="revocation file (default ./PEER_ID.revoke)")
+    r.set_defaults(func=cmd_revoke)
+
+    s = ss.add_parser("show", help="print the swarm id and the certificates issued")
+    add_home(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+
+def _admin(home: Path) -> Identity:
+    path = home / ADMIN_KEY
+    if not path.exists():
+        raise LocalError(f"no swarm admin key at {path}; run `edgenode swarm create --home {home}` first")
+    return Identity.load(path)
+
+
+def _issued(home: Path) -> list[dict[str, Any]]:
+    path = home / ISSUED_LOG
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LocalError(f"{path} is corrupt: {exc}") from exc
+    if not isinstance(data, list):
+        raise LocalError(f"{path} is corrupt: expected a list")
+    return data
+
+
+def _save_issued(home: Path, issued: list[dict[str, Any]]) -> None:
+    path = home / ISSUED_LOG
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(issued, indent=1))
+    tmp.replace(path)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    admin = Identity.generate()
+    admin.save(home / ADMIN_KEY, force=args.force)
+    print(f"swarm id {admin.peer_id}")
+    print(f"admin key {home / ADMIN_KEY} (keep it offline; it admits and revokes members)")
+    return EXIT_OK
+
+
+def cmd_admit(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    admin = _admin(home)
+    member = public_key_from_peer_id(args.peer_id)
+    roles = tuple(args.role or ["executor"])
+    now = int(time.time() * 1000)
+    issued = _issued(home)
+    serial = 1 + max((int(e["serial"]) for e in issued), default=0)
+    expires = now + _duration_ms(args.expires)
+    sealed = issue_certificate(admin, member, roles, serial=serial, now_ms=now, expires_ms=expires)
+    out: Path = args.out or Path(f"{args.peer_id}.cert")
+    out.write_bytes(sealed)
+    issued.append({"serial": serial, "peer_id": args.peer_id, "roles": list(roles), "expires_ms": expires})
+    _save_issued(home, issued)
+    print(f"certificate serial {serial} for {args.peer_id} roles {','.join(roles)} written to {out}")
+    print(f"install it as <member home>/{MEMBER_CERT}")
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    admin = _admin(home)
+    member = public_key_from_peer_id(args.peer_id)
+    issued = _issued(home)
+    serials = [int(e["serial"]) for e in issued if e["peer_id"] == args.peer_id and not e.get("revoked")]
+    if not serials:
+        raise LocalError(f"no unrevoked certificate issued to {args.peer_id}")
+    now = int(time.time() * 1000)
+    out: Path = args.out or Path(f"{args.peer_id}.revoke")
+    blobs = [issue_revocation(admin, member, s, now_ms=now, reason=args.reason) for s in serials]
+    out.write_bytes(b"".join(len(b).to_bytes(4, "big") + b for b in blobs))
+    for e in issued:
+        if e["peer_id"] == args.peer_id:
+            e["revoked"] = True
+    _save_issued(home, issued)
+    print(f"revoked serial(s) {serials} of {args.peer_id}; revocation written to {out}")
+    print("hand it to any node of the swarm (config [swarm] revocations) and it spreads by gossip")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    admin = _admin(home)
+    issued = _issued(home)
+    if args.json:
+        print_json({"swarm_id": admin.peer_id, "issued": issued})
+    else:
+        print(f"swarm id {admin.peer_id}")
+        for e in issued:
+            state = "revoked" if e.get("revoked") else "valid"
+            print(f"  serial {e['serial']}: {e['peer_id']} {','.join(e['roles'])} {state}")
+    return EXIT_OK
+
+
+def read_revocations(path: Path) -> list[bytes]:
+    """Split a revocation file written by ``swarm revoke`` into sealed revocations."""
+    raw = path.read_bytes()
+    out = []
+    pos = 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise LocalError(f"{path} is truncated")
+        n = int.from_bytes(raw[pos : pos + 4], "big")
+        pos += 4
+        if pos + n > len(raw):
+            raise LocalError(f"{path} is truncated")
+        out.append(raw[pos : pos + n])
+        pos += n
+    return out
