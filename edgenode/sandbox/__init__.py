@@ -1,0 +1,37 @@
+"""The WASM sandbox: untrusted WASI tasks in wasmtime under hard limits, with a host API for models."""
+
+from ._classify import Outcome, classify
+from ._errors import InvalidModule, SandboxClosed, SandboxError, UnknownModule
+from ._host import (
+    ERR_BOUNDS,
+    ERR_FAILED,
+    ERR_INPUT,
+    ERR_NO_MODEL,
+    ERR_OUTPUT_TOO_SMALL,
+    HOST_MODULE,
+)
+from ._sandbox import PreparedRun, Sandbox
+from ._types import HostModels, Limits, RunResult, SandboxConfig, Status, TaskIO
+
+__all__ = [
+    "Sandbox",
+    "PreparedRun",
+    "SandboxConfig",
+    "Limits",
+    "TaskIO",
+    "Status",
+    "RunResult",
+    "HostModels",
+    "Outcome",
+    "classify",
+    "SandboxError",
+    "InvalidModule",
+    "UnknownModule",
+    "SandboxClosed",
+    "HOST_MODULE",
+    "ERR_NO_MODEL",
+    "ERR_INPUT",
+    "ERR_OUTPUT_TOO_SMALL",
+    "ERR_FAILED",
+    "ERR_BOUNDS",
+]

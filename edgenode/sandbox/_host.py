@@ -1,0 +1,135 @@
+"""The ``edgenode`` host module: imports a task may use to call ONNX models.
+
+ABI (see docs/task-abi.md and examples/tasks/include/edgenode.h)::
+
+    (import "edgenode" "model_count" (func (result i32)))
+    (import "edgenode" "infer" (func (param i32 i32 i32 i32 i32) (result i32)))
+    ;; infer(slot, in_ptr, in_len, out_ptr, out_cap) -> bytes written, or a negative error
+
+``slot`` indexes ``TaskIO.models``: a task can only reach the models its spec names.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import wasmtime as wt
+
+from ..errors import EdgenodeError
+from ..inference import InferenceInputError, UnknownModel
+from ._types import HostModels
+
+__all__ = [
+    "HOST_MODULE",
+    "HOST_FUNCS",
+    "ERR_NO_MODEL",
+    "ERR_INPUT",
+    "ERR_OUTPUT_TOO_SMALL",
+    "ERR_FAILED",
+    "ERR_BOUNDS",
+    "HostCtx",
+    "define_host",
+    "current",
+]
+
+HOST_MODULE = "edgenode"
+"""Import module name of the host API."""
+ERR_NO_MODEL = -1
+"""The slot is not granted by the task's spec (or no model registry is attached)."""
+ERR_INPUT = -2
+"""The input bytes do not fit the model's input signature."""
+ERR_OUTPUT_TOO_SMALL = -3
+"""The output buffer is smaller than the model's output; nothing was written."""
+ERR_FAILED = -4
+"""The model failed to run."""
+ERR_BOUNDS = -5
+"""A pointer/length pair lies outside the task's linear memory."""
+
+
+@dataclass
+class HostCtx:
+    """Per-run state the host functions need; set for the thread that runs the task."""
+
+    models: tuple[str, ...]
+    registry: HostModels | None
+    calls: int = 0
+    memory: wt.Memory | None = None
+    """The task's exported memory, looked up on the first call (a name lookup costs microseconds)."""
+
+
+_state = threading.local()
+
+
+def current() -> HostCtx | None:
+    """The context of the task running on this thread, if any."""
+    ctx: HostCtx | None = getattr(_state, "ctx", None)
+    return ctx
+
+
+def set_current(ctx: HostCtx | None) -> None:
+    _state.ctx = ctx
+
+
+def _memory(caller: Any) -> wt.Memory | None:
+    mem = caller.get("memory")
+    return mem if isinstance(mem, wt.Memory) else None
+
+
+def _model_count(caller: Any) -> int:
+    ctx = current()
+    return len(ctx.models) if ctx is not None else 0
+
+
+def _infer(caller: Any, slot: int, in_ptr: int, in_len: int, out_ptr: int, out_cap: int) -> int:
+    ctx = current()
+    if ctx is None or ctx.registry is None or not 0 <= slot < len(ctx.models):
+        return ERR_NO_MODEL
+    mem = ctx.memory
+    if mem is None:
+        mem = ctx.memory = _memory(caller)
+    if mem is None:
+        return ERR_BOUNDS
+    size = mem.data_len(caller)
+    in_ptr &= 0xFFFFFFFF
+    out_ptr &= 0xFFFFFFFF
+    if in_len < 0 or out_cap < 0 or in_ptr + in_len > size or out_ptr + out_cap > size:
+        return ERR_BOUNDS
+    ctx.calls += 1
+    base = ctypes.addressof(mem.data_ptr(caller).contents)
+    data = ctypes.string_at(base + in_ptr, in_len)  # bounds checked above
+    try:
+        out = ctx.registry.infer_raw(ctx.models[slot], data)
+    except UnknownModel:
+        return ERR_NO_MODEL
+    except InferenceInputError:
+        return ERR_INPUT
+    except EdgenodeError:
+        return ERR_FAILED
+    if len(out) > out_cap:
+        return ERR_OUTPUT_TOO_SMALL
+    if out:
+        # The model may not grow memory, but re-read the base: nothing else ran, this is just cheap safety.
+        base = ctypes.addressof(mem.data_ptr(caller).contents)
+        ctypes.memmove(base + out_ptr, out, len(out))
+    return len(out)
+
+
+HOST_FUNCS: dict[str, tuple[int, Callable[..., int]]] = {
+    "model_count": (0, _model_count),
+    "infer": (5, _infer),
+}
+"""Name -> (number of i32 params, implementation) of every host function; each returns one i32."""
+
+
+def define_host(linker: wt.Linker) -> None:
+    """Define the ``edgenode`` host module in ``linker``.
+
+    Function types are made here, per linker: wasmtime binds a type to the engine that first uses it.
+    """
+    for name, (params, fn) in HOST_FUNCS.items():
+        ty = wt.FuncType([wt.ValType.i32() for _ in range(params)], [wt.ValType.i32()])
+        linker.define_func(HOST_MODULE, name, ty, fn, access_caller=True)

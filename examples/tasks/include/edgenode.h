@@ -1,0 +1,33 @@
+/* edgenode.h: the host API of an edgenode task (wasm32-wasi).
+ *
+ * A task is a WASI command: it reads its input on stdin, writes its result on stdout,
+ * sees argv/env from its spec, and may read /data only if its spec grants a directory.
+ * Besides WASI it may import these functions from the host module "edgenode".
+ * Build: clang --target=wasm32-wasi --sysroot=/usr -O2 -Iinclude -o task.wasm task.c
+ * Full ABI: docs/task-abi.md
+ */
+#ifndef EDGENODE_H
+#define EDGENODE_H
+
+#include <stdint.h>
+
+#define EDGE_IMPORT(name) __attribute__((import_module("edgenode"), import_name(name)))
+
+/* Error codes returned (negative) by edge_infer. */
+#define EDGE_ERR_NO_MODEL (-1)        /* slot not granted by the task spec */
+#define EDGE_ERR_INPUT (-2)           /* input bytes do not fit the model's input */
+#define EDGE_ERR_OUTPUT_TOO_SMALL (-3) /* out_cap is smaller than the output; nothing written */
+#define EDGE_ERR_FAILED (-4)          /* the model failed to run */
+#define EDGE_ERR_BOUNDS (-5)          /* a pointer/length lies outside linear memory */
+
+/* Number of model slots the task spec grants (slot i = the i-th model of the spec). */
+EDGE_IMPORT("model_count") int32_t edge_model_count(void);
+
+/* Run the model in `slot` on the raw little-endian bytes of its single input tensor
+ * (a dynamic batch dimension is inferred from in_len). Writes the raw bytes of the
+ * model's first output to out (capacity out_cap) and returns their count, or a
+ * negative EDGE_ERR_* code. */
+EDGE_IMPORT("infer")
+int32_t edge_infer(int32_t slot, const void *in, int32_t in_len, void *out, int32_t out_cap);
+
+#endif

@@ -1,0 +1,2 @@
+;; A task that traps at once (unreachable).
+(module (memory (export "memory") 1) (func (export "_start") unreachable))
