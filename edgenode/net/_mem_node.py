@@ -1,0 +1,339 @@
+"""One node of the in-memory network: the :class:`Transport` that node code holds.
+
+The routing (links, mesh, loss, latency) lives in :class:`MemNetwork`; this
+class keeps the node's own state and checks the caller's side of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from ._errors import NetError, NotRunning, RequestTimeout, Unreachable
+from ._mem_core import Stream
+from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Transport, Validator
+
+if TYPE_CHECKING:
+    from ._mem_gossip import _Gossip
+    from .memnet import MemNetwork
+
+__all__ = ["MemTransport", "ADDR_PREFIX", "COUNTER_NAMES", "addr_peer_id"]
+
+ADDR_PREFIX = "/memory/"
+"""memnet addresses are ``/memory/<peer_id>/p2p/<peer_id>``."""
+
+COUNTER_NAMES = (
+    "gossip_published",
+    "gossip_sent",
+    "gossip_received",
+    "gossip_delivered",
+    "gossip_duplicates",
+    "gossip_lost",
+    "gossip_dropped_invalid",
+    "gossip_dropped_queue_full",
+    "gossip_dropped_not_subscribed",
+    "gossip_dropped_crashed",
+    "gossip_ihave_sent",
+    "gossip_iwant_sent",
+    "requests_sent",
+    "requests_served",
+    "requests_failed",
+    "requests_timeout",
+    "requests_lost",
+    "peer_events_dropped",
+)
+"""Counters every memnet transport reports (all start at zero)."""
+
+_NEW, _RUNNING, _STOPPED = 0, 1, 2
+
+
+def addr_peer_id(addr: str) -> str:
+    """The peer id of a memnet address ``/memory/<id>/p2p/<id>`` (or a bare ``/p2p/<id>``)."""
+    parts = addr.split("/")
+    if len(parts) == 5 and parts[0] == "" and parts[1] == "memory" and parts[3] == "p2p" and parts[2] == parts[4]:
+        pid = parts[4]
+    elif len(parts) == 3 and parts[0] == "" and parts[1] == "p2p":
+        pid = parts[2]
+    else:
+        raise Unreachable(f"memnet cannot dial {addr!r}: expected /memory/<peer_id>/p2p/<peer_id>")
+    if not pid:
+        raise Unreachable(f"memnet cannot dial {addr!r}: empty peer id")
+    return pid
+
+
+class MemTransport(Transport):
+    """A :class:`Transport` attached to a :class:`MemNetwork`; make it with ``network.add_node``."""
+
+    def __init__(self, network: MemNetwork, peer_id: str, index: int, node_class: str, queue_size: int) -> None:
+        self._net = network
+        self._peer_id = peer_id
+        self._index = index
+        self._class = node_class
+        self._queue_size = queue_size
+        self._state = _NEW
+        self._up = False
+        self._crashed = False
+        self._epoch = 0
+        # ordered sets (dicts) of peer transports: insertion order keeps runs deterministic
+        self._conns: dict[MemTransport, None] = {}
+        self._saved_conns: list[MemTransport] = []
+        self._subs: dict[str, list[Stream[GossipMessage]]] = {}
+        self._mesh: dict[str, dict[MemTransport, None]] = {}
+        self._fanout: dict[str, dict[MemTransport, None]] = {}
+        self._validators: dict[str, Validator] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._event_streams: list[Stream[PeerEvent]] = []
+        self._pending: dict[int, tuple[MemTransport, asyncio.Future[bytes]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lazy_buf: list[tuple[_Gossip, int]] = []
+        self._hb_pending = False
+        self._seq = 0
+        self._req_seq = 0
+        self._c: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+
+    def __repr__(self) -> str:
+        state = "crashed" if self._crashed else ("new", "running", "stopped")[self._state]
+        return f"MemTransport({self._peer_id!r}, {state})"
+
+    # -- lifecycle and identity ------------------------------------------------
+    async def start(self) -> None:
+        if self._state == _STOPPED:
+            raise NotRunning("a stopped memnet transport cannot start again; add the node anew")
+        if self._state == _RUNNING:
+            return
+        self._state = _RUNNING
+        self._up = not self._crashed
+
+    async def stop(self) -> None:
+        """Leave the network: peers see LEAVE, pending requests fail, streams end."""
+        if self._state == _STOPPED:
+            return
+        self._state = _STOPPED
+        self._up = False
+        self._fail_pending(lambda: NotRunning("transport stopped"))
+        self._net._node_down(self)
+        me = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not me]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for subs in self._subs.values():
+            for s in subs:
+                s.close()
+        self._subs.clear()
+        for es in self._event_streams:
+            es.close()
+        self._event_streams.clear()
+
+    @property
+    def peer_id(self) -> str:
+        return self._peer_id
+
+    @property
+    def node_class(self) -> str:
+        """The class given to ``add_node`` (links can be set per pair of classes)."""
+        return self._class
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        return [f"{ADDR_PREFIX}{self._peer_id}/p2p/{self._peer_id}"]
+
+    @property
+    def running(self) -> bool:
+        """Started, not stopped, not crashed."""
+        return self._up
+
+    @property
+    def crashed(self) -> bool:
+        return self._crashed
+
+    @property
+    def stopped(self) -> bool:
+        return self._state == _STOPPED
+
+    def _check_running(self) -> None:
+        if self._state != _RUNNING:
+            raise NotRunning(f"transport {self._peer_id} is not running")
+        if self._crashed:
+            raise Unreachable(f"node {self._peer_id} is crashed")
+
+    # -- peers -----------------------------------------------------------------
+    async def connect(self, addr: str, timeout: float = 10.0) -> str:
+        """Dial a memnet address; the handshake takes one round trip of the link.
+
+        Raises Unreachable for an unknown, stopped, crashed or partitioned peer,
+        for this node's own address, and when the round trip exceeds ``timeout``.
+        """
+        self._check_running()
+        pid = addr_peer_id(addr)
+        target = self._net._lookup(pid)
+        if target is self:
+            raise Unreachable("cannot dial self")
+        if target in self._conns:
+            return pid
+        self._net._check_dialable(self, target)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._net._handshake(self, target, done)
+        try:
+            async with asyncio.timeout(timeout):
+                await done
+        except TimeoutError as exc:
+            raise Unreachable(f"dial to {pid} timed out after {timeout} s") from exc
+        self._check_running()
+        if target not in self._conns:
+            self._net._check_dialable(self, target)
+            self._net._link_up(self, target)
+        return pid
+
+    def peers(self) -> list[str]:
+        return [p._peer_id for p in self._conns]
+
+    def peer_events(self) -> AsyncIterator[PeerEvent]:
+        stream: Stream[PeerEvent] = Stream(self._queue_size, self._event_streams.remove)
+        if self._state != _STOPPED:
+            self._event_streams.append(stream)
+        else:
+            stream.close()
+        return stream
+
+    def _emit(self, kind: PeerEventKind, peer: MemTransport) -> None:
+        if not self._event_streams:
+            return
+        ev = PeerEvent(kind, peer._peer_id)
+        for s in self._event_streams:
+            if not s.put(ev):
+                self._c["peer_events_dropped"] += 1
+
+    # -- gossip ----------------------------------------------------------------
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Gossip to the topic's mesh (or fanout) peers; a crashed node drops it silently."""
+        if self._state != _RUNNING:
+            raise NotRunning(f"transport {self._peer_id} is not running")
+        if self._crashed:
+            self._c["gossip_dropped_crashed"] += 1
+            return
+        self._net._publish(self, topic, bytes(data))
+
+    def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
+        stream: Stream[GossipMessage] = Stream(self._queue_size, lambda s: self._unsubscribe(topic, s))
+        if self._state == _STOPPED:
+            stream.close()
+            return stream
+        subs = self._subs.get(topic)
+        if subs is None:
+            self._subs[topic] = [stream]
+            self._fanout.pop(topic, None)
+            if self._up:
+                self._net._joined_topic(self, topic)
+        else:
+            subs.append(stream)
+        return stream
+
+    def _unsubscribe(self, topic: str, stream: Stream[GossipMessage]) -> None:
+        subs = self._subs.get(topic)
+        if subs is None or stream not in subs:
+            return
+        subs.remove(stream)
+        if not subs:
+            del self._subs[topic]
+            self._net._left_topic(self, topic)
+
+    def set_validator(self, topic: str, validator: Validator) -> None:
+        """Run ``validator(origin, data)`` on every message received on ``topic``; an
+        exception in it counts as a rejection."""
+        self._validators[topic] = validator
+
+    def mesh_peers(self, topic: str) -> list[str]:
+        """The peers this node forwards ``topic`` to (its mesh for the topic)."""
+        return [p._peer_id for p in self._mesh.get(topic, ())]
+
+    # -- requests --------------------------------------------------------------
+    async def request(self, peer: str, protocol: str, data: bytes, timeout: float = 10.0) -> bytes:
+        """Send one request; a peer that is known and reachable but not connected is dialled first.
+
+        Raises Unreachable (unknown, crashed, stopped or partitioned peer, or the
+        connection closed while waiting), RequestTimeout (lost request or response,
+        slow handler) or RemoteFailure (no handler, handler raised).
+        """
+        self._check_running()
+        target = self._net._lookup(peer)
+        if target is self:
+            raise Unreachable("cannot send a request to self")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if target not in self._conns:
+            await self.connect(target.listen_addrs[0], timeout=timeout)
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._req_seq += 1
+        rid = self._req_seq
+        self._pending[rid] = (target, fut)
+        self._c["requests_sent"] += 1
+        try:
+            self._net._send_request(self, target, rid, protocol, bytes(data))
+            async with asyncio.timeout_at(deadline):
+                return await fut
+        except TimeoutError as exc:
+            self._c["requests_timeout"] += 1
+            raise RequestTimeout(f"no answer from {peer} on {protocol} within {timeout} s") from exc
+        finally:
+            self._pending.pop(rid, None)
+
+    def serve(self, protocol: str, handler: Handler) -> None:
+        self._handlers[protocol] = handler
+
+    def _spawn_handler(self, handler: Handler, src: MemTransport, rid: int, data: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve_one(handler, src, rid, data, self._epoch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_one(self, handler: Handler, src: MemTransport, rid: int, data: bytes, epoch: int) -> None:
+        ok = True
+        try:
+            resp = await handler(src._peer_id, data)
+            if not isinstance(resp, bytes | bytearray | memoryview):
+                raise TypeError(f"handler returned {type(resp).__name__}, not bytes")
+            payload = bytes(resp)
+            self._c["requests_served"] += 1
+        except Exception as exc:  # the handler's failure goes back to the requester, never into the network
+            ok = False
+            payload = f"{type(exc).__name__}: {exc}".encode()
+            self._c["requests_failed"] += 1
+        if self._up and self._epoch == epoch:
+            self._net._send_response(self, src, rid, ok, payload)
+
+    def _fail_pending(self, make: Callable[[], NetError], only: MemTransport | None = None) -> None:
+        for target, fut in list(self._pending.values()):
+            if (only is None or target is only) and not fut.done():
+                fut.set_exception(make())
+
+    # -- crash and restart (driven by the network) ------------------------------
+    def _crash(self) -> None:
+        self._crashed = True
+        self._up = False
+        self._epoch += 1
+        self._saved_conns = list(self._conns)
+        self._fail_pending(lambda: Unreachable(f"node {self._peer_id} crashed"))
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _after_crash(self) -> None:
+        self._lazy_buf.clear()
+        self._hb_pending = False
+        for subs in self._subs.values():
+            for s in subs:
+                s.clear()
+        for es in self._event_streams:
+            es.clear()
+
+    def _restart(self) -> list[MemTransport]:
+        self._crashed = False
+        self._up = self._state == _RUNNING
+        saved, self._saved_conns = self._saved_conns, []
+        return saved
+
+    # -- metrics ---------------------------------------------------------------
+    @property
+    def counters(self) -> dict[str, int]:
+        return dict(self._c)
