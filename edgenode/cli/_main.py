@@ -16,7 +16,13 @@ __all__ = ["main", "build_parser"]
 # Each module defines ``register(subparsers)`` and sets ``func`` on its parsers.
 _COMMAND_MODULES = (
     "edgenode.cli._init",
+    "edgenode.cli._run",
+    "edgenode.cli._submit",
+    "edgenode.cli._exec",
+    "edgenode.cli._models",
+    "edgenode.cli._ledger",
     "edgenode.cli._swarm",
+    "edgenode.cli._fl",
 )
 
 

@@ -1,0 +1,97 @@
+"""``edgenode run``: the node process (libp2p, SQLite ledger, sandbox, model registry)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from ledger import LEDGER_DB, LedgerError, SqliteLedgerStore
+
+from ..config import load_config
+from ..errors import LocalError
+from ..identity import KEY_FILE, Identity
+from ..inference import ModelRegistry
+from ..metrics import setup_json_logging
+from ..net.p2p import P2PTransport
+from ..node import Node
+from ..sandbox import Sandbox, SandboxConfig
+from ..tasks import RegistryEngine
+from ._common import EXIT_OK, add_home, home_of
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a node of the swarm until SIGTERM/SIGINT")
+    add_home(p)
+    p.add_argument("--listen", action="append", metavar="MULTIADDR",
+                   help="address to listen on (repeatable; default from config.toml)")
+    p.add_argument("--bootstrap", nargs="+", action="extend", default=None, metavar="MULTIADDR",
+                   help="peers to dial at start (with /p2p/PEER_ID)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="N",
+                   help="serve Prometheus metrics on 127.0.0.1:N (0: off)")
+    p.add_argument("--slots", type=int, default=None, help="tasks run at once (default from config.toml)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    code = asyncio.run(_run(args))
+    # Everything is flushed and closed by now.  Leave without interpreter finalisation:
+    # wasmtime's WASI tokio worker threads abort the process (SIGABRT) when torn down there.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    ident = Identity.load(home / KEY_FILE)
+    cfg = load_config(home)
+    net = cfg.net
+    if args.listen:
+        net = dataclasses.replace(net, listen=tuple(args.listen))
+    if args.bootstrap is not None:
+        net = dataclasses.replace(net, bootstrap=tuple(args.bootstrap))
+    nodesec = cfg.node
+    if args.metrics_port is not None:
+        nodesec = dataclasses.replace(nodesec, metrics_port=args.metrics_port)
+    if args.slots is not None:
+        nodesec = dataclasses.replace(nodesec, slots=args.slots)
+    cfg = dataclasses.replace(cfg, net=net, node=nodesec)
+    setup_json_logging(30 if args.quiet else 20)
+    logging.getLogger("libp2p").setLevel(logging.WARNING)
+    try:
+        store = await SqliteLedgerStore.open(home / LEDGER_DB)
+    except LedgerError as exc:
+        raise LocalError(f"cannot open the ledger: {exc}") from exc
+    registry = ModelRegistry(home / "models")
+    sandbox = Sandbox(SandboxConfig(cache_dir=home / "cache"), models=registry)
+    transport = P2PTransport(ident, listen=list(net.listen), bootstrap=list(net.bootstrap),
+                             mdns=net.mdns, quic=net.transport == "quic")
+    node = Node(ident, cfg, transport, store, sandbox, RegistryEngine(registry))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+        print(f"peer id {ident.peer_id}")
+        for addr in transport.listen_addrs:
+            print(f"listening {addr}")
+        if node.metrics.port is not None:
+            print(f"metrics http://127.0.0.1:{node.metrics.port}/metrics")
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(RuntimeError):
+            await node.stop()
+        sandbox.close()
+    return EXIT_OK

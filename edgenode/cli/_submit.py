@@ -1,0 +1,281 @@
+"""``edgenode submit``, ``infer`` and ``status``: a light peer that places work and checks receipts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import LocalError
+from ..identity import Identity
+from ..net import Unreachable
+from ..net.p2p import P2PTransport
+from ..protocol import (
+    KIND_INFER,
+    KIND_WASM,
+    InvalidReceipt,
+    NoExecutor,
+    NoMajority,
+    SpecExpired,
+    TaskLimits,
+    TaskTimeout,
+)
+from ..scheduler import SLA_COST, SLA_LATENCY
+from ..tasks import Submitter, TaskOutcome, TaskRequest
+from ._common import (
+    EXIT_NO_EXECUTOR,
+    EXIT_OK,
+    EXIT_REMOTE,
+    EXIT_TASK_FAILED,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    fail,
+    print_json,
+)
+
+__all__ = ["register", "outcome_json"]
+
+T = TypeVar("T")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", nargs="+", action="extend", required=True, metavar="MULTIADDR",
+                   help="node(s) of the swarm to join through")
+    p.add_argument("--json", action="store_true", help="print a JSON object (with the receipt and executor)")
+    p.add_argument("--key", type=Path, default=None, help="sign with this key file (default: an ephemeral key)")
+    p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR",
+                   help="where this light peer listens (default /ip4/127.0.0.1/tcp/0)")
+    p.add_argument("--join-timeout", type=float, default=10.0, metavar="S", help="seconds to reach a bootstrap peer")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("submit", help="run a WASM task on the swarm and print its verified output")
+    p.add_argument("module", type=Path, metavar="MODULE.wasm")
+    _common(p)
+    p.add_argument("--stdin", type=Path, default=None, metavar="FILE", help="file given to the task as stdin")
+    p.add_argument("--arg", action="append", default=[], metavar="A", help="task argument (repeatable)")
+    p.add_argument("--fuel", type=int, default=TaskLimits.fuel, metavar="N")
+    p.add_argument("--timeout-ms", type=int, default=TaskLimits.timeout_ms, metavar="N", help="run time limit")
+    p.add_argument("--memory-mb", type=int, default=TaskLimits.memory_mb, metavar="N")
+    p.add_argument("--deadline-ms", type=int, default=30_000, metavar="N", help="total time budget (spec expiry)")
+    p.add_argument("--model", action="append", default=[], metavar="HASH", help="model the task may call")
+    p.add_argument("--require", action="append", default=[], metavar="CAP", help="capability the executor needs")
+    p.add_argument("--redundancy", type=int, default=1, metavar="k", help="run on k executors, majority wins")
+    p.add_argument("--sla", choices=(SLA_LATENCY, SLA_COST), default=SLA_LATENCY)
+    p.add_argument("--market", action="store_true", help="ask for bids on the work topic (contract net)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="submit N copies (distinct task ids), up to 32 at once; one line per result")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("infer", help="run a model on a tensor on the swarm")
+    p.add_argument("model", metavar="MODEL_HASH")
+    p.add_argument("--input", type=Path, required=True, metavar="FILE.npy")
+    p.add_argument("--output", type=Path, default=None, metavar="FILE.npy", help="write the output tensor here")
+    p.add_argument("--deadline-ms", type=int, default=30_000, metavar="N")
+    _common(p)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("status", help="list the swarm's nodes, their adverts and load")
+    _common(p)
+    p.set_defaults(func=cmd_status)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+async def _session(args: argparse.Namespace, body: Callable[[Submitter], Awaitable[T]]) -> T:
+    ident = Identity.load(args.key) if args.key else Identity.generate()
+    transport = P2PTransport(ident, listen=[args.listen])
+    await transport.start()
+    sub = Submitter(ident, transport)
+    try:
+        await sub.join(args.bootstrap, timeout=args.join_timeout)
+        return await body(sub)
+    finally:
+        await sub.close()
+        with contextlib.suppress(RuntimeError):
+            await transport.stop()
+
+
+_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (Unreachable, EXIT_UNREACHABLE),
+    (NoExecutor, EXIT_NO_EXECUTOR),
+    (TaskTimeout, EXIT_TIMEOUT),
+    (SpecExpired, EXIT_TIMEOUT),
+    (InvalidReceipt, EXIT_REMOTE),
+    (NoMajority, EXIT_REMOTE),
+)
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    return next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)), None)
+
+
+def _guard(fn: Callable[[], int]) -> int:
+    """Map the task errors to the documented exit codes with one-line messages."""
+    try:
+        return fn()
+    except tuple(cls for cls, _ in _EXIT_CODES) as exc:
+        return fail(str(exc), _exit_code(exc) or EXIT_REMOTE)
+
+
+def outcome_json(out: TaskOutcome) -> dict[str, Any]:
+    """The ``--json`` form of an outcome."""
+    try:
+        text: dict[str, str] = {"output": out.output.decode("utf-8")}
+    except UnicodeDecodeError:
+        text = {"output_b64": base64.b64encode(out.output).decode()}
+    return {
+        "task_id": out.task_id,
+        "status": out.status,
+        "exit_code": out.exit_code,
+        **text,
+        "stderr": out.stderr.decode("utf-8", "replace"),
+        "executor": out.executor,
+        "latency_ms": out.latency_ms,
+        "attempts": out.attempts,
+        "notes": list(out.notes),
+        "disagreeing": [list(d) for d in out.disagreeing],
+        "receipts": [
+            {
+                "executor": vr.executor,
+                "entry_seq": vr.entry.seq,
+                "entry_hash": vr.entry.hash.hex(),
+                "prev_hash": vr.entry.prev.hex(),
+                "spec_hash": vr.receipt.spec_hash,
+                "output_hash": vr.receipt.output_hash,
+                "fuel_used": vr.receipt.fuel_used,
+                "wall_ms": vr.receipt.wall_ms,
+                "receipt_b64": base64.b64encode(vr.sealed).decode(),
+            }
+            for vr in out.receipts
+        ],
+    }
+
+
+def _emit(args: argparse.Namespace, out: TaskOutcome) -> None:
+    if args.json:
+        print_json(outcome_json(out))
+    else:
+        sys.stdout.buffer.write(out.output)
+        sys.stdout.flush()
+        if out.stderr:
+            sys.stderr.buffer.write(out.stderr)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    module = _read(args.module)
+    stdin = _read(args.stdin) if args.stdin else b""
+    if args.redundancy < 1 or args.repeat < 1:
+        raise LocalError("--redundancy and --repeat must be at least 1")
+    limits = TaskLimits(fuel=args.fuel, timeout_ms=args.timeout_ms, memory_mb=args.memory_mb)
+
+    async def body(sub: Submitter) -> list[TaskOutcome | BaseException]:
+        h = sub.add_module(module)
+        req = TaskRequest(KIND_WASM, h, stdin, tuple(args.arg), limits, tuple(args.require), tuple(args.model),
+                          args.deadline_ms, args.redundancy, args.sla, args.market)
+        gate = asyncio.Semaphore(32)
+        results: list[TaskOutcome | BaseException] = []
+
+        async def one() -> None:
+            async with gate:
+                try:
+                    out = await sub.submit(req)
+                except Exception as exc:  # collected, then mapped to an exit code below
+                    results.append(exc)
+                    return
+            results.append(out)
+            if args.repeat > 1:
+                _emit(args, out)  # stream results as they arrive
+
+        await asyncio.gather(*(one() for _ in range(args.repeat)))
+        return results
+
+    def run() -> int:
+        results = asyncio.run(_session(args, body))
+        if len(results) == 1:
+            res = results[0]
+            if isinstance(res, BaseException):
+                raise res
+            _emit(args, res)
+            if not res.ok:
+                return fail(f"task ended with status {res.status} (exit code {res.exit_code})", EXIT_TASK_FAILED)
+            return EXIT_OK
+        code = EXIT_OK
+        for res in results:
+            if isinstance(res, BaseException):
+                mapped = _exit_code(res)
+                if mapped is None:
+                    raise res
+                code = max(code, fail(str(res), mapped))
+            elif not res.ok:
+                code = max(code, EXIT_TASK_FAILED)
+        return code
+
+    return _guard(run)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    data = _read(args.input)
+
+    async def body(sub: Submitter) -> TaskOutcome:
+        return await sub.submit(TaskRequest(KIND_INFER, args.model, data, deadline_ms=args.deadline_ms))
+
+    def run() -> int:
+        out = asyncio.run(_session(args, body))
+        if not out.ok:
+            return fail(f"inference failed: {out.stderr.decode('utf-8', 'replace')}", EXIT_TASK_FAILED)
+        if args.output:
+            args.output.write_bytes(out.output)
+        if args.json:
+            from ..tasks import npy_load
+
+            result = outcome_json(out)
+            result.pop("output", None)
+            result.pop("output_b64", None)
+            arr = npy_load(out.output)
+            result["shape"] = list(arr.shape)
+            result["values"] = arr.tolist()
+            print_json(result)
+        elif not args.output:
+            from ..tasks import npy_load
+
+            print(npy_load(out.output))
+        return EXIT_OK
+
+    return _guard(run)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def body(sub: Submitter) -> list[Any]:
+        return await sub.status()
+
+    def run() -> int:
+        ads = asyncio.run(_session(args, body))
+        rows = [
+            {
+                "peer_id": a.peer_id, "addrs": list(a.addrs), "capabilities": list(a.capabilities),
+                "slots": a.slots, "free_slots": a.free_slots, "queue_len": a.queue_len, "queue_cap": a.queue_cap,
+                "cost_class": a.cost_class, "version": a.version,
+            }
+            for a in ads
+        ]
+        if args.json:
+            print_json({"peers": rows})
+        else:
+            for r in rows:
+                load = f"{r['slots'] - r['free_slots']}/{r['slots']} running, {r['queue_len']} queued"
+                print(f"{r['peer_id']}  {load}  cost={r['cost_class']}  caps={','.join(r['capabilities'])}")
+            print(f"{len(rows)} node(s)")
+        return EXIT_OK
+
+    return _guard(run)

@@ -1,0 +1,340 @@
+"""The node: composes identity, ledger, sandbox, inference, network and scheduler.
+
+The transport is injected, so the same :class:`Node` runs over real libp2p
+(``edgenode run``) and over the in-process network (tests, the simulator).
+Lifecycle: ``await node.start()`` ... ``await node.stop()``; stop finishes or
+answers "busy" to the work in flight and flushes the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from ledger import ChainError, Entry, LedgerError, LedgerStore, MemoryLedgerStore
+
+from . import wire
+from ._version import __version__
+from .config import NodeConfig
+from .errors import EdgenodeError, RemoteError
+from .identity import Identity, public_key_from_peer_id
+from .metrics import NodeMetrics
+from .net import GossipMessage, MemoryBlobStore, NetError, Transport
+from .protocol import (
+    ADVERT_TOPIC,
+    BID_TOPIC,
+    HEAD_TOPIC,
+    LEDGER_PROTOCOL,
+    STATUS_PROTOCOL,
+    TASK_PROTOCOL,
+    WORK_TOPIC,
+    Advert,
+    LedgerEntries,
+    LedgerHead,
+    LedgerRange,
+    Offer,
+    StatusReply,
+    StatusRequest,
+)
+from .scheduler import Admission, AdvertTable, make_bid
+from .tasks import AdmissionHook, ChainWriter, Clock, Executor, InferEngine, SystemClock, WasmEngine
+
+__all__ = ["Node", "NodeTiming"]
+
+log = logging.getLogger("edgenode.node")
+
+_MAX_SYNC_BATCH = 512
+
+
+class NodeTiming:
+    """How often the node refreshes what it gossips (seconds)."""
+
+    def __init__(self, advert_s: float = 2.0, head_s: float = 1.0, drain_s: float = 10.0, witness: int = 3) -> None:
+        self.advert_s = advert_s
+        """Advert refresh period (adverts expire after the table's TTL, 15 s)."""
+        self.head_s = head_s
+        """Ledger head announcement period (only when the head moved)."""
+        self.drain_s = drain_s
+        """How long stop() waits for tasks in flight."""
+        self.witness = witness
+        """How many peers' chains this node replicates (the first it hears from); every
+        chain then has about this many replicas, and the cost per task stays bounded."""
+
+
+class Node:
+    """One peer of the swarm."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: NodeConfig,
+        transport: Transport,
+        store: LedgerStore,
+        sandbox: WasmEngine | None = None,
+        registry: InferEngine | None = None,
+        clock: Clock | None = None,
+        *,
+        hook: AdmissionHook | None = None,
+        timing: NodeTiming | None = None,
+        metrics: NodeMetrics | None = None,
+        replicate: bool = True,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.transport = transport
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.timing = timing or NodeTiming()
+        self.metrics = metrics or NodeMetrics()
+        self.replicate = replicate
+        self.blobs = MemoryBlobStore()
+        self.adverts = AdvertTable()
+        self.chain = ChainWriter(store, identity, self.clock)
+        self.admission = Admission(config.node.slots, config.node.queue)
+        self.executor = Executor(
+            identity, transport, self.chain, self.clock, self.admission,
+            wasm=sandbox, infer=registry, hook=hook, on_done=self.metrics.task_done,
+            on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(),
+        )
+        self._seq = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._syncing: set[str] = set()
+        self.witnessed: set[str] = set()
+        """Peers whose chains this node replicates."""
+        self._announced = -1
+        self.running = False
+
+    # -- lifecycle ------------------------------------------------------------------
+    @classmethod
+    def in_memory(
+        cls,
+        transport: Transport,
+        *,
+        identity: Identity | None = None,
+        config: NodeConfig | None = None,
+        sandbox: WasmEngine | None = None,
+        registry: InferEngine | None = None,
+        clock: Clock | None = None,
+        **kw: object,
+    ) -> Node:
+        """A node with a memory ledger, for tests and the simulator (the identity must match the transport's)."""
+        ident = identity or Identity.generate()
+        return cls(ident, config or NodeConfig(), transport, MemoryLedgerStore(), sandbox, registry, clock,
+                   **kw)  # type: ignore[arg-type]
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    async def start(self, bootstrap: Sequence[str] = ()) -> None:
+        """Start the transport, serve the protocols, follow the topics, dial ``bootstrap``."""
+        await self.transport.start()
+        await self.chain.head()
+        t = self.transport
+        t.serve_blobs(self.blobs)
+        t.serve(TASK_PROTOCOL, self.executor.handle)
+        t.serve(STATUS_PROTOCOL, self._handle_status)
+        t.serve(LEDGER_PROTOCOL, self._handle_ledger)
+        for topic, fn in ((ADVERT_TOPIC, self._on_advert), (WORK_TOPIC, self._on_offer), (HEAD_TOPIC, self._on_head)):
+            t.set_validator(topic, _author_is_sender)
+            self._spawn(self._follow(t.subscribe(topic), fn))
+        self.running = True
+        for addr in bootstrap:
+            try:
+                await t.connect(addr)
+            except NetError as exc:
+                log.warning("bootstrap failed", extra={"addr": addr, "error": str(exc)})
+        self._spawn(self._every(self.timing.advert_s, self.publish_advert))
+        self._spawn(self._every(self.timing.head_s, self.announce_head))
+        if self.config.node.metrics_port:
+            self.metrics.serve(self.config.node.metrics_port)
+        log.info("node started", extra={"peer_id": self.peer_id, "addrs": t.listen_addrs})
+
+    async def stop(self, close_store: bool = True) -> None:
+        """Finish (or refuse as busy) the work in flight, flush the ledger, leave the network."""
+        if not self.running:
+            return
+        self.running = False
+        await self.executor.drain(self.timing.drain_s)
+        await self.chain.flush()
+        with contextlib.suppress(NetError):
+            await self.announce_head()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.transport.stop()
+        self.metrics.close()
+        if close_store:
+            await self.store.close()
+        log.info("node stopped", extra={"peer_id": self.peer_id, "ledger_height": self.chain.height})
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+
+    async def _every(self, period: float, fn: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await fn()
+            except NetError as exc:
+                log.debug("periodic step failed", extra={"error": str(exc)})
+            await asyncio.sleep(period)
+
+    async def _follow(self, sub: AsyncIterator[GossipMessage], fn: Callable[[GossipMessage], Awaitable[None]]) -> None:
+        try:
+            async for msg in sub:
+                try:
+                    await fn(msg)
+                except RemoteError as exc:
+                    log.debug("bad gossip", extra={"sender": msg.sender, "error": str(exc)})
+        finally:
+            with contextlib.suppress(NetError):
+                await sub.aclose()  # type: ignore[attr-defined]
+
+    # -- adverts --------------------------------------------------------------------
+    def advert(self) -> Advert:
+        """This node's current advert."""
+        self._seq += 1
+        return Advert(
+            peer_id=self.peer_id,
+            addrs=tuple(self.transport.listen_addrs),
+            capabilities=tuple(self.executor.capabilities()),
+            slots=self.admission.slots,
+            free_slots=self.admission.free_slots,
+            queue_len=self.admission.queue_len,
+            queue_cap=self.admission.queue_cap,
+            cost_class=self.config.node.cost_class,
+            version=__version__,
+            seq=self._seq,
+            issued_ms=self.clock.now_ms(),
+        )
+
+    async def publish_advert(self) -> None:
+        self.adverts.expire(self.clock.now_ms())
+        self._refresh_gauges()
+        await self.transport.publish(ADVERT_TOPIC, wire.seal(self.identity, self.advert()))
+
+    def _refresh_gauges(self) -> None:
+        m = self.metrics
+        m.queue.set(self.admission.queue_len)
+        m.running.set(self.admission.running)
+        m.peers.set(len(self.transport.peers()))
+        m.adverts.set(len(self.adverts))
+        m.ledger_height.set(self.chain.height)
+        m.set_transport_counters(self.transport.counters)
+
+    async def _on_advert(self, msg: GossipMessage) -> None:
+        env, adv = wire.open_as(Advert, msg.data)
+        if env.author_id == adv.peer_id == msg.sender:
+            self.adverts.update(adv, msg.data, self.clock.now_ms())
+
+    async def _handle_status(self, sender: str, data: bytes) -> bytes:
+        wire.open_as(StatusRequest, data)
+        now = self.clock.now_ms()
+        reply = StatusReply(self.advert(), tuple(self.adverts.sealed(now)), self.chain.height)
+        return wire.seal(self.identity, reply)
+
+    # -- contract net ---------------------------------------------------------------
+    async def _on_offer(self, msg: GossipMessage) -> None:
+        _env, offer = wire.open_as(Offer, msg.data)
+        if not self.running or self.executor.closing:
+            return
+        bid = make_bid(offer, self.advert(), self.clock.now_ms())
+        if bid is not None:
+            await self.transport.publish(BID_TOPIC, wire.seal(self.identity, bid))
+
+    # -- ledger heads and replication -----------------------------------------------
+    async def announce_head(self) -> None:
+        head = await self.chain.head()
+        if head is None or head.seq == self._announced:
+            return
+        self._announced = head.seq
+        self._refresh_gauges()
+        await self.transport.publish(HEAD_TOPIC, wire.seal(self.identity, LedgerHead(head.seq, head.hash.hex())))
+
+    async def _on_head(self, msg: GossipMessage) -> None:
+        _env, head = wire.open_as(LedgerHead, msg.data)
+        if not self.replicate or msg.sender in self._syncing or msg.sender == self.peer_id:
+            return
+        if msg.sender not in self.witnessed:
+            if len(self.witnessed) >= self.timing.witness:
+                return
+            self.witnessed.add(msg.sender)
+        self._syncing.add(msg.sender)
+        self._spawn(self._sync_quietly(msg.sender, head.height))
+
+    async def _sync_quietly(self, peer: str, height: int) -> None:
+        try:
+            await self.sync_from(peer, height)
+        except ChainError as exc:
+            log.warning("bad chain from peer", extra={"peer": peer, "reason": exc.reason, "seq": exc.seq})
+        except (LedgerError, EdgenodeError) as exc:
+            log.debug("ledger sync failed", extra={"peer": peer, "error": str(exc)})
+        finally:
+            self._syncing.discard(peer)
+
+    async def sync_from(self, peer: str, height: int | None = None) -> int:
+        """Fetch ``peer``'s chain (up to ``height``) into the store; return how many entries were new.
+
+        The store checks every link; a validly signed second entry at a stored seq is
+        an equivocation: the proof is kept, counted, and ``ChainError(reason="fork")`` raised.
+        """
+        author = public_key_from_peer_id(peer)
+        have = await self.store.head(author)
+        start = 1 if have is None else have.seq + 1
+        added = 0
+        while height is None or start <= height:
+            req = wire.seal(self.identity, LedgerRange(start, _MAX_SYNC_BATCH))
+            resp = await self.transport.request(peer, LEDGER_PROTOCOL, req, timeout=10.0)
+            env, batch = wire.open_as(LedgerEntries, resp)
+            if env.author != author:
+                raise RemoteError(f"{peer} answered a ledger range with someone else's signature")
+            try:
+                entries = [Entry.from_bytes(b) for b in batch.entries]
+            except LedgerError as exc:
+                raise RemoteError(f"{peer} sent undecodable entries: {exc}") from exc
+            if not entries:
+                break
+            if any(e.author != author for e in entries):
+                raise RemoteError(f"{peer} sent another author's entries")
+            try:
+                added += await self.store.append_many(entries)
+            except ChainError as exc:
+                if exc.reason == "fork":
+                    self.metrics.forks.inc()
+                raise
+            start = entries[-1].seq + 1
+            if len(entries) < _MAX_SYNC_BATCH:
+                break
+        self.metrics.replicated.set(max(0, len(await self.store.authors()) - 1))
+        return added
+
+    async def _handle_ledger(self, sender: str, data: bytes) -> bytes:
+        _env, rng = wire.open_as(LedgerRange, data)
+        limit = max(0, min(rng.limit, _MAX_SYNC_BATCH))
+        entries = await self.store.range(self.identity.public_key, rng.start, rng.start + limit - 1)
+        return wire.seal(self.identity, LedgerEntries(tuple(e.to_bytes() for e in entries)))
+
+    def status_line(self) -> dict[str, object]:
+        """A JSON-able summary (for logs and tests)."""
+        return {
+            "peer_id": self.peer_id,
+            "peers": len(self.transport.peers()),
+            "adverts": len(self.adverts),
+            "ledger_height": self.chain.height,
+            "executor": dict(self.executor.counts),
+        }
+
+
+def _author_is_sender(sender: str, data: bytes) -> bool:
+    """Gossip validator: the envelope must open and be signed by the message's origin."""
+    try:
+        env = wire.open_envelope(data)
+        return env.author == public_key_from_peer_id(sender)
+    except EdgenodeError:
+        return False
+

@@ -1,0 +1,25 @@
+"""Task services: the executor, the submitter, the node's own chain writer, and their ports."""
+
+from ._chain import Appended, ChainWriter
+from ._executor import RESULT_CACHE, Executor
+from ._infer import RegistryEngine, npy_bytes, npy_load
+from ._ports import AdmissionHook, Clock, InferEngine, SystemClock, WasmEngine
+from ._submitter import Submitter, TaskOutcome, TaskRequest
+
+__all__ = [
+    "RESULT_CACHE",
+    "AdmissionHook",
+    "Appended",
+    "ChainWriter",
+    "Clock",
+    "Executor",
+    "InferEngine",
+    "RegistryEngine",
+    "Submitter",
+    "SystemClock",
+    "TaskOutcome",
+    "TaskRequest",
+    "WasmEngine",
+    "npy_bytes",
+    "npy_load",
+]

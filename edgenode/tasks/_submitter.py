@@ -1,0 +1,389 @@
+"""The submitter: a (light) peer that places tasks, follows them to a verified receipt.
+
+Used by ``edgenode submit|infer|status`` (with an ephemeral key) and by the
+simulator's workload driver.  The decisions are the sans-IO cores'
+(:func:`~edgenode.scheduler.place`, :class:`~edgenode.scheduler.TaskTracker`,
+:class:`~edgenode.scheduler.OfferBook`); this class only moves bytes and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from .. import wire
+from ..errors import EdgenodeError, RemoteError
+from ..net import GossipMessage, MemoryBlobStore, NetError, Transport, Unreachable
+from ..protocol import (
+    ADVERT_TOPIC,
+    BID_TOPIC,
+    KIND_INFER,
+    KIND_WASM,
+    STATUS_PROTOCOL,
+    TASK_PROTOCOL,
+    WORK_TOPIC,
+    Advert,
+    Bid,
+    Busy,
+    InvalidReceipt,
+    NoExecutor,
+    NoMajority,
+    Offer,
+    Rejected,
+    SpecExpired,
+    StatusReply,
+    StatusRequest,
+    TaskLimits,
+    TaskSpec,
+    TaskTimeout,
+    VerifiedReceipt,
+    result_key,
+    verify_opened_receipt,
+)
+from ..scheduler import (
+    FAIL_NO_MAJORITY,
+    FAIL_TIMEOUT,
+    SLA_LATENCY,
+    Action,
+    AdvertTable,
+    Assign,
+    Done,
+    Failed,
+    OfferBook,
+    PlacementRequest,
+    RttTable,
+    TaskTracker,
+    place,
+)
+from ..wire import Signer
+from ._ports import Clock, SystemClock
+
+__all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What to run; the submitter turns it into signed specs."""
+
+    kind: str
+    module: str
+    """sha256 hex of the module (its bytes must be in the submitter's blob store) or the model hash."""
+    input: bytes = b""
+    args: tuple[str, ...] = ()
+    limits: TaskLimits = field(default_factory=TaskLimits)
+    requires: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    deadline_ms: int = 10_000
+    """Total time budget: the spec expires after it."""
+    redundancy: int = 1
+    sla: str = SLA_LATENCY
+    market: bool = False
+    """Ask for bids on the work topic instead of choosing from adverts."""
+    attempt_ms: int | None = None
+    """Silence after which an executor is replaced (default: half the deadline, at least the run limit + 2 s)."""
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """A finished task: the agreed result and its verified receipts."""
+
+    task_id: str
+    status: str
+    exit_code: int
+    output: bytes
+    stderr: bytes
+    executor: str
+    receipts: tuple[VerifiedReceipt, ...]
+    disagreeing: tuple[tuple[str, str], ...]
+    """(peer, status:output_hash) of executors outvoted by the majority."""
+    latency_ms: float
+    attempts: int
+    notes: tuple[str, ...] = ()
+    """Why executors tried before were given up (busy, silent, unreachable, invalid receipt)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    peer: str
+    verified: VerifiedReceipt | None
+    reason: str
+
+
+class Submitter:
+    """Places tasks on a swarm and returns verified outcomes."""
+
+    def __init__(
+        self,
+        signer: Signer,
+        transport: Transport,
+        clock: Clock | None = None,
+        blobs: MemoryBlobStore | None = None,
+        offer_window_ms: int = 500,
+    ) -> None:
+        self.signer = signer
+        self.transport = transport
+        self.clock: Clock = clock or SystemClock()
+        self.blobs = blobs or MemoryBlobStore()
+        self.adverts = AdvertTable()
+        self.rtt = RttTable()
+        self.offer_window_ms = offer_window_ms
+        self._addrs: dict[str, tuple[str, ...]] = {}
+        self._bids: dict[str, OfferBook] = {}
+        self._bg: list[asyncio.Task[None]] = []
+        self._pending: Counter[str] = Counter()
+        self._served = False
+
+    # -- joining ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Serve our blobs and follow adverts and bids (call once, after the transport started)."""
+        if not self._served:
+            self.transport.serve_blobs(self.blobs)
+            self._served = True
+            self._bg.append(asyncio.create_task(self._follow(self.transport.subscribe(ADVERT_TOPIC), self._on_advert)))
+            self._bg.append(asyncio.create_task(self._follow(self.transport.subscribe(BID_TOPIC), self._on_bid)))
+
+    async def close(self) -> None:
+        for t in self._bg:
+            t.cancel()
+        for t in self._bg:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._bg.clear()
+
+    async def join(self, bootstrap: Sequence[str], timeout: float = 10.0) -> list[str]:
+        """Dial the bootstrap peers and learn adverts from them; Unreachable if none answers."""
+        await self.start()
+        joined: list[str] = []
+        errors: list[str] = []
+        for addr in bootstrap:
+            try:
+                joined.append(await self.transport.connect(addr, timeout=timeout))
+            except NetError as exc:
+                errors.append(f"{addr}: {exc}")
+        if not joined:
+            raise Unreachable("no bootstrap peer reachable" + (f" ({'; '.join(errors)})" if errors else ""))
+        await self.refresh(joined, timeout=timeout)
+        return joined
+
+    async def refresh(self, peers: Sequence[str] | None = None, timeout: float = 5.0) -> list[Advert]:
+        """Ask ``peers`` (default: all connected) for their adverts and the adverts they hold."""
+        targets = list(peers if peers is not None else self.transport.peers())
+        req = wire.seal(self.signer, StatusRequest(os.urandom(8)))
+        results = await asyncio.gather(
+            *(self.transport.request(p, STATUS_PROTOCOL, req, timeout=timeout) for p in targets),
+            return_exceptions=True,
+        )
+        now = self.clock.now_ms()
+        for peer, res in zip(targets, results, strict=True):
+            if not isinstance(res, bytes):
+                continue
+            try:
+                env, reply = wire.open_as(StatusReply, res)
+            except RemoteError:
+                continue
+            if env.author_id != peer or reply.advert.peer_id != peer:
+                continue
+            self.adverts.update(reply.advert, res, now)
+            self._addrs[peer] = reply.advert.addrs
+            for sealed in reply.known:
+                self._on_advert_bytes(sealed, now)
+        return self.adverts.live(now)
+
+    async def _follow(self, sub: AsyncIterator[GossipMessage], fn: object) -> None:
+        assert callable(fn)
+        async for msg in sub:
+            fn(msg)
+
+    def _on_advert(self, msg: GossipMessage) -> None:
+        self._on_advert_bytes(msg.data, self.clock.now_ms(), sender=msg.sender)
+
+    def _on_advert_bytes(self, sealed: bytes, now: int, sender: str | None = None) -> None:
+        try:
+            env, adv = wire.open_as(Advert, sealed)
+        except RemoteError:
+            return
+        if env.author_id != adv.peer_id or (sender is not None and sender != adv.peer_id):
+            return
+        if adv.peer_id == self.transport.peer_id:
+            return
+        self.adverts.update(adv, sealed, now)
+        self._addrs[adv.peer_id] = adv.addrs
+
+    def _on_bid(self, msg: GossipMessage) -> None:
+        try:
+            env, bid = wire.open_as(Bid, msg.data)
+        except RemoteError:
+            return
+        book = self._bids.get(bid.offer_id)
+        if book is not None and env.author_id == bid.bidder and book.add(bid, bid.bidder, self.clock.now_ms()):
+            self._addrs[bid.bidder] = bid.addrs
+
+    # -- submitting ---------------------------------------------------------------
+    def add_module(self, module: bytes) -> str:
+        """Make ``module`` fetchable by executors; return its sha256 hex."""
+        return self.blobs.put(module)
+
+    async def submit(self, req: TaskRequest) -> TaskOutcome:
+        """Run ``req`` on the swarm; raise NoExecutor, TaskTimeout, SpecExpired, InvalidReceipt or NoMajority."""
+        if req.kind not in (KIND_WASM, KIND_INFER):
+            raise NoExecutor(f"unknown task kind {req.kind!r}")
+        t0 = self.clock.now_ms()
+        task_id = os.urandom(12).hex()
+        expires = t0 + req.deadline_ms
+        requires = tuple(dict.fromkeys((req.kind, *req.requires, *(f"model:{m}" for m in req.models))))
+        if req.kind == KIND_INFER:
+            requires = (*requires, f"model:{req.module}")
+        if req.market:
+            candidates = await self._ask_market(task_id, req, requires, expires)
+        else:
+            self.adverts.expire(t0)
+            preq = PlacementRequest(requires, float(req.deadline_ms), req.sla)
+            candidates = [c.peer for c in place(preq, self.adverts.live(t0), self.rtt, pending=self._pending)]
+            if not candidates:
+                candidates = await self._ask_market(task_id, req, requires, expires)
+        # Silence is judged generously (queueing on a loaded node is not death); a node that
+        # dies or drops the connection fails the request at once and is replaced then.
+        attempt_ms = req.attempt_ms or min(req.deadline_ms, max(req.limits.timeout_ms + 2000, req.deadline_ms // 2))
+        tracker = TaskTracker(task_id, candidates, expires, attempt_ms, req.redundancy)
+        answers: dict[str, VerifiedReceipt] = {}
+        done = await self._drive(tracker, task_id, req, expires, answers)
+        chosen = [answers[p] for p in done.agreeing]
+        first = chosen[0].receipt
+        return TaskOutcome(
+            task_id, first.status, first.exit_code, first.output, first.stderr, chosen[0].executor,
+            tuple(chosen), done.disagreeing, float(self.clock.now_ms() - t0), len(tracker.tried),
+            tuple(tracker.reasons),
+        )
+
+    async def _drive(
+        self, tracker: TaskTracker, task_id: str, req: TaskRequest, expires: int, answers: dict[str, VerifiedReceipt]
+    ) -> Done:
+        pending: dict[asyncio.Task[_Answer], str] = {}
+        actions: list[Action] = tracker.start(self.clock.now_ms())
+        try:
+            while True:
+                for act in actions:
+                    if isinstance(act, Assign):
+                        t = asyncio.create_task(self._attempt(act, task_id, req, expires))
+                        pending[t] = act.peer
+                    elif isinstance(act, Done):
+                        return act
+                    elif isinstance(act, Failed):
+                        raise self._failure(act, tracker.reasons)
+                actions = []
+                now = self.clock.now_ms()
+                deadline = tracker.next_deadline()
+                wait = max(0.0, ((deadline if deadline is not None else now) - now) / 1000.0)
+                if pending:
+                    finished, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    finished = set()
+                    await asyncio.sleep(wait)
+                now = self.clock.now_ms()
+                for t in finished:
+                    pending.pop(t)
+                    ans = t.result()
+                    if ans.verified is not None:
+                        answers[ans.peer] = ans.verified
+                        rc = ans.verified.receipt
+                        actions += tracker.on_result(ans.peer, result_key(rc.status, rc.output_hash), now)
+                    else:
+                        actions += tracker.on_refused(ans.peer, ans.reason, now)
+                if not finished:
+                    actions += tracker.on_timer(now)
+        finally:
+            for t in pending:
+                t.cancel()
+
+    def _failure(self, act: Failed, reasons: list[str]) -> EdgenodeError:
+        detail = "; ".join(reasons[-5:])
+        if act.reason == FAIL_TIMEOUT:
+            return TaskTimeout(f"no verified result before the deadline ({detail or 'no answer'})")
+        if act.reason == FAIL_NO_MAJORITY:
+            return NoMajority(f"executors disagree on the output ({detail})")
+        if reasons and any("invalid receipt" in r for r in reasons):
+            return InvalidReceipt(f"no valid receipt: {detail}")
+        if reasons and all("expired spec" in r for r in reasons):
+            return SpecExpired(f"executors refused the spec as expired ({detail}); check the clock")
+        return NoExecutor(f"no node can take the task ({detail or 'no capable node known'})")
+
+    def _spec(self, task_id: str, req: TaskRequest, expires: int, attempt: int) -> TaskSpec:
+        return TaskSpec(
+            task_id=task_id, kind=req.kind, module=req.module, input=req.input, args=req.args,
+            limits=req.limits, requires=req.requires, models=req.models, nonce=os.urandom(16),
+            issued_ms=self.clock.now_ms(), expires_ms=expires, attempt=attempt,
+        )
+
+    async def _ensure_connected(self, peer: str, timeout: float) -> None:
+        if peer in self.transport.peers():
+            return
+        errors = []
+        for addr in self._addrs.get(peer, ()):
+            try:
+                await self.transport.connect(addr, timeout=timeout)
+                return
+            except NetError as exc:
+                errors.append(str(exc))
+        raise Unreachable(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
+
+    async def _attempt(self, act: Assign, task_id: str, req: TaskRequest, expires: int) -> _Answer:
+        spec = self._spec(task_id, req, expires, act.attempt)
+        sealed = wire.seal(self.signer, spec)
+        body = wire.to_bytes(spec)  # what the envelope signs, hence what the receipt's spec hash names
+        timeout = max(0.05, (act.deadline_ms - self.clock.now_ms()) / 1000.0)
+        self._pending[act.peer] += 1
+        try:
+            await self._ensure_connected(act.peer, timeout)
+            t0 = self.clock.now_ms()
+            resp = await self.transport.request(act.peer, TASK_PROTOCOL, sealed, timeout=timeout)
+            self.rtt.observe(act.peer, float(self.clock.now_ms() - t0))
+        except NetError as exc:
+            return _Answer(act.peer, None, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._pending[act.peer] -= 1
+        try:
+            env = wire.open_envelope(resp)
+        except RemoteError as exc:
+            return _Answer(act.peer, None, f"invalid receipt: {exc}")
+        msg = env.message
+        if env.author_id == act.peer and isinstance(msg, Busy):
+            return _Answer(act.peer, None, f"busy ({msg.reason})")
+        if env.author_id == act.peer and isinstance(msg, Rejected):
+            return _Answer(act.peer, None, f"rejected: {msg.reason}")
+        try:
+            return _Answer(act.peer, verify_opened_receipt(env, resp, act.peer, spec, body), "")
+        except InvalidReceipt as exc:
+            return _Answer(act.peer, None, str(exc))
+
+    async def _ask_market(self, task_id: str, req: TaskRequest, requires: tuple[str, ...], expires: int) -> list[str]:
+        now = self.clock.now_ms()
+        window = min(self.offer_window_ms, max(1, (expires - now) // 2))
+        offer = Offer(task_id, req.kind, req.module, requires, req.deadline_ms, now + window,
+                      tuple(self.transport.listen_addrs))
+        book = OfferBook(offer)
+        self._bids[task_id] = book
+        try:
+            await self.transport.publish(WORK_TOPIC, wire.seal(self.signer, offer))
+            await asyncio.sleep(window / 1000.0)
+            ranked = book.ranked(req.sla, now)
+        finally:
+            self._bids.pop(task_id, None)
+        if not ranked:
+            raise NoExecutor(
+                f"no node can take the task (needs {list(requires)}): offer unanswered, no bid within {window} ms"
+            )
+        return [b.bidder for b in ranked]
+
+    # -- status ---------------------------------------------------------------------
+    async def status(self) -> list[Advert]:
+        """Every live advert known, refreshed from the connected peers."""
+        return await self.refresh()
+
