@@ -1,0 +1,218 @@
+"""A trio event loop in its own thread, bridged to the caller's asyncio loop.
+
+py-libp2p is trio-only; the node is asyncio.  :class:`TrioThread` runs one
+``trio.run`` in a dedicated thread and offers, in both directions:
+
+* asyncio -> trio: ``await bridge.call(async_fn, *args)`` runs ``async_fn`` as a
+  trio task and returns its result (or raises its exception) in asyncio;
+  cancelling the asyncio waiter cancels the trio task.
+* trio -> asyncio: ``bridge.post(fn, *args)`` schedules a plain callback on the
+  asyncio loop (never blocks), and ``await bridge.call_asyncio(coro_fn, *args)``
+  (from a trio task) runs a coroutine on the asyncio loop and waits for it.
+
+Nothing here knows libp2p; it is tested on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import trio
+
+from ._errors import NotRunning
+
+__all__ = ["TrioThread"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+Body = Callable[..., Awaitable[None]]
+"""The long-lived trio task: ``await body(task_status)``; it calls ``task_status.started()`` when ready."""
+
+
+def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _unwrap(exc: Exception) -> Exception:
+    """The one real error inside nested single-exception groups (trio nurseries wrap errors)."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class TrioThread:
+    """Owns one trio loop running ``body`` in a background thread."""
+
+    def __init__(self, name: str = "edgenode-trio") -> None:
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+        """The exception that ended the trio loop, if any (read after :meth:`stop`)."""
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None and not self._done.is_set()
+
+    # -- lifecycle (asyncio side) ----------------------------------------------
+    async def start(self, body: Body, timeout: float) -> None:
+        """Start the thread and wait until ``body`` has called ``task_status.started()``.
+
+        Raises whatever ``body`` raised before being ready, or NotRunning on timeout.
+        """
+        if self._thread is not None:
+            raise NotRunning("a TrioThread starts once")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        ready: asyncio.Future[None] = loop.create_future()
+
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await nursery.start(body)
+                except Exception as exc:  # a failed start is the starter's exception
+                    self.post(_resolve, ready, None, _unwrap(exc))
+                    return
+                self.post(_resolve, ready, None, None)
+
+        def run() -> None:
+            try:
+                trio.run(main)
+            except BaseException as exc:  # the thread's top: record, never propagate into threading
+                self.error = exc
+                logger.warning("network thread %s ended with %r", self._name, exc)
+            finally:
+                self._done.set()
+                self.post(_resolve, ready, None, NotRunning("the network thread ended"))
+
+        self._thread = threading.Thread(target=run, name=self._name, daemon=True)
+        self._thread.start()
+        try:
+            await asyncio.wait_for(ready, timeout)
+        except TimeoutError as exc:
+            await self.stop(timeout)
+            raise NotRunning(f"the network thread did not start within {timeout} s") from exc
+        except BaseException:
+            await self.stop(timeout)
+            raise
+
+    async def stop(self, timeout: float) -> None:
+        """Cancel everything in the trio loop and join the thread (bounded by ``timeout``)."""
+        thread = self._thread
+        if thread is None:
+            return
+        token, nursery = self._token, self._nursery
+        if token is not None and nursery is not None:
+            with contextlib.suppress(trio.RunFinishedError):  # already finished: nothing to cancel
+                token.run_sync_soon(nursery.cancel_scope.cancel)
+        await asyncio.to_thread(thread.join, timeout)
+        if thread.is_alive():
+            raise NotRunning(f"the network thread did not stop within {timeout} s")
+        self._nursery = None
+
+    # -- asyncio -> trio -----------------------------------------------------------
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(*args)`` in the trio loop; result or exception comes back here."""
+        token, nursery, loop = self._token, self._nursery, asyncio.get_running_loop()
+        if token is None or nursery is None or self._done.is_set():
+            raise NotRunning("the transport is not running")
+        fut: asyncio.Future[T] = loop.create_future()
+        scopes: list[trio.CancelScope] = []
+        cancelled = threading.Event()
+
+        async def runner() -> None:
+            settled = False
+            try:
+                with trio.CancelScope() as scope:
+                    scopes.append(scope)
+                    if cancelled.is_set():
+                        scope.cancel()
+                    try:
+                        result = await fn(*args)
+                    except Exception as exc:  # carried to the asyncio caller
+                        self.post(_resolve, fut, None, exc)
+                    else:
+                        self.post(_resolve, fut, result, None)
+                    settled = True
+            finally:
+                if not settled:
+                    self.post(_resolve, fut, None, NotRunning("the transport stopped"))
+
+        def cancel() -> None:
+            cancelled.set()
+            for scope in scopes:
+                scope.cancel()
+
+        try:
+            token.run_sync_soon(nursery.start_soon, runner)
+        except trio.RunFinishedError as exc:
+            raise NotRunning("the transport is not running") from exc
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            with contextlib.suppress(trio.RunFinishedError):  # the loop is gone, and the task with it
+                token.run_sync_soon(cancel)
+            raise
+
+    def spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Start ``fn(*args)`` as a trio task without waiting for it (it must not raise)."""
+        token, nursery = self._token, self._nursery
+        if token is None or nursery is None:
+            raise NotRunning("the transport is not running")
+        try:
+            token.run_sync_soon(nursery.start_soon, fn, *args)
+        except trio.RunFinishedError as exc:
+            raise NotRunning("the transport is not running") from exc
+
+    # -- trio -> asyncio -----------------------------------------------------------
+    def post(self, fn: Callable[..., object], *args: Any) -> None:
+        """Schedule ``fn(*args)`` on the asyncio loop (thread-safe, never blocks).
+
+        Dropped silently once the asyncio loop is closed: nobody is left to tell.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            logger.debug("asyncio loop closed; dropping a callback from the network thread")
+
+    async def call_asyncio(self, coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """From a trio task: run ``coro_fn(*args)`` on the asyncio loop and wait for its result."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise NotRunning("the asyncio loop is gone")
+        cfut: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro_fn(*args), loop)
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def wake(_: concurrent.futures.Future[T]) -> None:
+            with contextlib.suppress(trio.RunFinishedError):  # the trio loop ended; nobody waits any more
+                token.run_sync_soon(done.set)
+
+        cfut.add_done_callback(wake)
+        try:
+            await done.wait()
+        finally:
+            if not cfut.done():
+                cfut.cancel()
+        return cfut.result()

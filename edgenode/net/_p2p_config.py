@@ -1,0 +1,45 @@
+"""Typed tuning of :class:`edgenode.net.p2p.P2PTransport`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["P2PConfig"]
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    """Tuning of the libp2p transport.  Defaults suit a LAN swarm of tens of nodes."""
+
+    degree: int = 6
+    """GossipSub target mesh degree D."""
+    degree_low: int = 4
+    """GossipSub D_lo: graft below this many mesh peers."""
+    degree_high: int = 12
+    """GossipSub D_hi: prune above this many mesh peers."""
+    heartbeat_interval: float = 1.0
+    """Seconds between GossipSub heartbeats (mesh maintenance, gossip emission)."""
+    max_messages_per_topic_per_second: float = 10_000.0
+    """Spam limit per peer per topic (py-libp2p's default of 10 drops ordinary bursts)."""
+    queue_size: int = 4096
+    """Capacity of each subscription queue and each per-peer outbound RPC queue (default 32)."""
+    max_concurrent_dials: int = 8
+    """Dials in flight at once (hundreds at once break mesh formation)."""
+    dial_timeout: float = 10.0
+    """Seconds for one dial attempt."""
+    peer_poll_interval: float = 0.1
+    """Seconds between scans of the connection table for join/leave events."""
+    max_frame_bytes: int = 64 * 1024 * 1024
+    """Largest request or response frame accepted."""
+    handler_timeout: float = 60.0
+    """Seconds an inbound request may take (reading, handler, reply) before its stream is reset."""
+    bootstrap_timeout: float = 30.0
+    """Seconds to keep retrying each bootstrap address at start."""
+    bootstrap_retry_interval: float = 0.5
+    """Seconds between retries of an unreachable bootstrap address."""
+    start_timeout: float = 30.0
+    """Seconds ``start()`` waits for the host to listen."""
+    stop_timeout: float = 15.0
+    """Seconds ``stop()`` waits for the network thread to finish."""
+    subscriber_queue: int = 10_000
+    """Messages buffered per asyncio subscriber before the oldest are dropped (counted)."""

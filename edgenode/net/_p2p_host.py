@@ -1,0 +1,523 @@
+"""The trio side of :mod:`edgenode.net.p2p`: one py-libp2p host with GossipSub.
+
+Everything in :class:`LibP2PNode` runs inside the transport's trio thread
+(see :mod:`._p2p_bridge`).  It talks to the asyncio side only through
+:class:`NodeHooks` (callbacks that must merely post to the asyncio loop, and one
+coroutine for serving requests).  No libp2p type leaves this module: peers are
+peer-id strings, payloads are bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiaddr
+import trio
+
+from ..errors import DecodeError, EdgenodeError, LocalError
+from ._errors import RemoteFailure, RequestTimeout, Unreachable
+from ._p2p_config import P2PConfig
+from ._p2p_frame import (
+    RPC_PROTOCOL,
+    FrameReader,
+    Response,
+    decode_request,
+    decode_response,
+    encode_frame,
+    encode_request,
+    encode_response,
+)
+
+__all__ = ["LibP2PNode", "NodeHooks", "Counters", "NodeSettings", "NoHandler"]
+
+logger = logging.getLogger(__name__)
+
+_READ_CHUNK = 64 * 1024
+_NEVER = 1e9
+_REDIAL = 10.0
+_DISCOVERY_INTERVAL = 1.0
+_CLOSE_GRACE = 1.0
+
+
+class NoHandler(EdgenodeError):
+    """Raised by a dispatch hook when nothing serves the requested protocol."""
+
+
+class Counters:
+    """Thread-safe monotonic counters shared by both sides of the bridge."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._c: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._c[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._c)
+
+
+@dataclass(frozen=True)
+class NodeHooks:
+    """How the trio side reaches the asyncio side.  Every callback runs in the trio thread."""
+
+    on_gossip: Callable[[str, str, bytes], None]
+    """``(topic, origin peer, data)`` for each validated message; must only post to asyncio."""
+    on_peers: Callable[[list[str], list[str]], None]
+    """``(joined, left)`` peer ids; must only post to asyncio."""
+    dispatch: Callable[[str, str, bytes], Awaitable[bytes]]
+    """``await dispatch(sender, protocol, payload)`` answers one request (bridged to asyncio).
+    Raises NoHandler when nothing serves ``protocol``; any other exception becomes an error reply."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What the host is made of."""
+
+    seed: bytes
+    """The node's Ed25519 seed: the host key."""
+    listen: tuple[str, ...]
+    """Multiaddrs to listen on."""
+    bootstrap: tuple[str, ...] = ()
+    """Multiaddrs (with /p2p/) dialled at start, with retries."""
+    mdns: bool = False
+    """Discover LAN peers with mDNS and dial them."""
+    quic: bool = False
+    """Enable the QUIC transport (for /quic-v1 listen addresses)."""
+    config: P2PConfig = field(default_factory=P2PConfig)
+    """Tuning."""
+
+
+def _raise_queue_limits(size: int) -> None:
+    """Raise py-libp2p's per-subscription and per-peer outbound queue sizes (32 by default).
+
+    Both are read at use time from module globals, so this is process-wide and only
+    ever raises the limits (several transports in one process agree on the largest).
+    """
+    import libp2p.pubsub.pubsub as ps_mod
+    from libp2p.pubsub.rpc_queue import RpcQueue
+
+    if size > ps_mod.SUBSCRIPTION_CHANNEL_SIZE:
+        ps_mod.SUBSCRIPTION_CHANNEL_SIZE = size
+    current = getattr(ps_mod.RpcQueue, "edgenode_size", 0)  # type: ignore[attr-defined]
+    if current >= size:
+        return
+
+    class _SizedRpcQueue(RpcQueue):  # type: ignore[misc]
+        edgenode_size = size
+
+        def __init__(self, max_size: int = size) -> None:
+            super().__init__(max_size=max(max_size, size))
+
+    ps_mod.RpcQueue = _SizedRpcQueue  # type: ignore[attr-defined,assignment]
+
+
+def configure_libp2p_logging() -> None:
+    """py-libp2p detaches its logger unless LIBP2P_DEBUG is set; let it reach ours."""
+    lg = logging.getLogger("libp2p")
+    if not lg.handlers:
+        lg.propagate = True
+    # its auto-connector (which we keep idle) forces INFO on itself and logs "initiating 150 new dials"
+    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
+
+
+class LibP2PNode:
+    """One libp2p host, Pubsub and GossipSub; lives entirely in the trio thread."""
+
+    def __init__(self, settings: NodeSettings, hooks: NodeHooks, counters: Counters) -> None:
+        self._s = settings
+        self._c = settings.config
+        self._hooks = hooks
+        self._counters = counters
+        self._host: Any = None
+        self._pubsub: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._dials = trio.Semaphore(settings.config.max_concurrent_dials)
+        self._known: set[str] = set()
+        self._pumps: dict[str, trio.CancelScope] = {}
+        self.peer_id = ""
+        self.listen_addrs: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Build and run the host until cancelled; ``task_status.started()`` once listening."""
+        from libp2p.custom_types import TProtocol
+        from libp2p.tools.anyio_service import background_trio_service
+
+        s = self._s
+        configure_libp2p_logging()
+        _raise_queue_limits(self._c.queue_size)
+        try:
+            listen = [multiaddr.Multiaddr(a) for a in s.listen]
+        except Exception as exc:  # multiaddr raises assorted types for bad input
+            raise LocalError(f"bad listen address in {list(s.listen)}: {exc}") from exc
+        try:
+            host, gossipsub, pubsub = self._build(listen)
+        except Exception as exc:  # translate py-libp2p's construction errors at the boundary
+            raise LocalError(f"cannot build the libp2p host: {exc}") from exc
+        self._host, self._pubsub = host, pubsub
+        self.peer_id = host.get_id().to_base58()
+        async with host.run(listen_addrs=listen), background_trio_service(pubsub), background_trio_service(gossipsub):
+            await pubsub.wait_until_ready()
+            host.set_stream_handler(TProtocol(RPC_PROTOCOL), self._on_rpc_stream)
+            self._guard_handlers()
+            self.listen_addrs = [f"{a}/p2p/{self.peer_id}" for a in _dialable(host.get_transport_addrs())]
+            if not self.listen_addrs:  # py-libp2p logs a failed listen and carries on; we do not
+                raise LocalError(f"cannot listen on {list(s.listen)} (address in use or not local?)")
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._poll_peers)
+                for addr in s.bootstrap:
+                    nursery.start_soon(self._bootstrap_one, addr)
+                if s.mdns:
+                    nursery.start_soon(self._dial_discovered)
+                task_status.started()
+                await trio.sleep_forever()
+
+    def _build(self, listen: list[multiaddr.Multiaddr]) -> tuple[Any, Any, Any]:
+        from libp2p import new_host
+        from libp2p.crypto.ed25519 import create_new_key_pair
+        from libp2p.network.config import ConnectionConfig
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+        from libp2p.pubsub.pubsub import Pubsub
+
+        s, c = self._s, self._c
+        # One connection per peer (else connect() waits a fixed 250 ms); no auto-connector:
+        # py-libp2p's would redial up to 200 peerstore entries at once, so dials stay ours.
+        conn_config = ConnectionConfig(
+            max_connections_per_peer=1,
+            dial_timeout=c.dial_timeout,
+            min_connections=0,
+            low_watermark=0,
+            auto_connect_interval=_NEVER,
+        )
+        host = new_host(
+            key_pair=create_new_key_pair(s.seed),
+            listen_addrs=listen,
+            connection_config=conn_config,
+            enable_quic=s.quic,
+            enable_mDNS=s.mdns,
+        )
+        gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+            degree=c.degree,
+            degree_low=c.degree_low,
+            degree_high=c.degree_high,
+            heartbeat_initial_delay=0.1,
+            heartbeat_interval=c.heartbeat_interval,  # type: ignore[arg-type]  # annotated int; only slept on
+            # adaptive gossip stretches the heartbeat to 30-60 s when it judges the network unhealthy
+            adaptive_gossip_enabled=False,
+            max_messages_per_topic_per_second=c.max_messages_per_topic_per_second,
+        )
+        gossipsub.max_iwant_requests_per_second = c.max_messages_per_topic_per_second
+        gossipsub.max_ihave_messages_per_second = c.max_messages_per_topic_per_second
+        pubsub = Pubsub(host, gossipsub, strict_signing=True)
+        return host, gossipsub, pubsub
+
+    async def close(self, timeout: float) -> None:
+        """Close connections, listeners and transports while not cancelled (cancelling leaks sockets)."""
+        for scope in self._pumps.values():
+            scope.cancel()
+        with trio.move_on_after(timeout):
+            await self._host.get_network().close()
+
+    def _guard_handlers(self) -> None:
+        """Wrap every registered stream handler: one that raises kills pubsub on the connection."""
+        handlers = self._host.get_mux().handlers
+        for proto, handler in list(handlers.items()):
+            if handler is not None and not getattr(handler, "_edgenode_guarded", False):
+                handlers[proto] = self._guard(str(proto), handler)
+
+    def _guard(self, proto: str, handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        async def guarded(stream: Any) -> None:
+            try:
+                await handler(stream)
+            except Exception as exc:  # contained: an escaping error would kill the connection's pubsub
+                self._counters.add("stream_handler_errors")
+                logger.debug("stream handler for %s failed: %r", proto, exc)
+
+        guarded._edgenode_guarded = True  # type: ignore[attr-defined]
+        return guarded
+
+    # -- peers ---------------------------------------------------------------------
+    def _connected(self) -> set[str]:
+        conns = self._host.get_network().connections
+        return {pid.to_base58() for pid, lst in list(conns.items()) if lst}
+
+    def refresh_peers(self) -> None:
+        now = self._connected()
+        joined, left = sorted(now - self._known), sorted(self._known - now)
+        self._known = now
+        if joined or left:
+            self._counters.add("peer_joins", len(joined))
+            self._counters.add("peer_leaves", len(left))
+            self._hooks.on_peers(joined, left)
+
+    async def _poll_peers(self) -> None:
+        while True:
+            self.refresh_peers()
+            await trio.sleep(self._c.peer_poll_interval)
+
+    async def connect(self, addr: str, timeout: float) -> str:
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        except Exception as exc:  # multiaddr/peerinfo raise many unrelated types for bad input
+            raise Unreachable(f"not a dialable multiaddr with /p2p/<id>: {addr!r} ({exc})") from exc
+        peer = info.peer_id.to_base58()
+        if peer == self.peer_id:
+            raise Unreachable("cannot dial self")
+        with trio.move_on_after(timeout) as scope:
+            async with self._dials:
+                try:
+                    await self._host.connect(info)
+                except Exception as exc:  # libp2p raises SwarmException, OSError, MultiError...
+                    self._counters.add("dial_failures")
+                    raise Unreachable(f"cannot reach {addr}: {exc}") from exc
+        if scope.cancelled_caught:
+            self._counters.add("dial_failures")
+            raise Unreachable(f"dialling {addr} timed out after {timeout} s")
+        self._counters.add("dials")
+        self.refresh_peers()
+        return peer
+
+    async def disconnect(self, peer: str) -> None:
+        """Close every connection to ``peer`` (used by the zero-trust layer to drop refused peers)."""
+        from libp2p.peer.id import ID
+
+        try:
+            await self._host.disconnect(ID.from_base58(peer))
+        except Exception as exc:  # libp2p raises many unrelated types for a bad id or a dead connection
+            raise Unreachable(f"cannot disconnect {peer}: {exc}") from exc
+        self.refresh_peers()
+
+    async def _bootstrap_one(self, addr: str) -> None:
+        """Dial one bootstrap address, retrying until ``bootstrap_timeout`` runs out."""
+        with trio.move_on_after(self._c.bootstrap_timeout):
+            while True:
+                try:
+                    await self.connect(addr, self._c.dial_timeout)
+                except Unreachable as exc:
+                    logger.debug("bootstrap %s: %s; retrying", addr, exc)
+                    await trio.sleep(self._c.bootstrap_retry_interval)
+                else:
+                    return
+        self._counters.add("bootstrap_failures")
+        logger.warning("bootstrap peer %s unreachable for %s s; giving up", addr, self._c.bootstrap_timeout)
+
+    async def _dial_discovered(self) -> None:
+        """mDNS only fills the peerstore: dial what it found (each peer at most every ``_REDIAL`` s)."""
+        store = self._host.get_peerstore()
+        tried: dict[str, float] = {}
+        while True:
+            now = trio.current_time()
+            connected = self._connected()
+            for pid in list(store.peers_with_addrs()):
+                peer = pid.to_base58()
+                if peer == self.peer_id or peer in connected or now - tried.get(peer, -_REDIAL) < _REDIAL:
+                    continue
+                tried[peer] = now
+                addrs = [f"{a}/p2p/{peer}" for a in store.addrs(pid) if "/p2p/" not in str(a)]
+                if addrs and self._nursery is not None:
+                    self._nursery.start_soon(self._dial_quietly, addrs[0])
+            await trio.sleep(_DISCOVERY_INTERVAL)
+
+    async def _dial_quietly(self, addr: str) -> None:
+        try:
+            await self.connect(addr, self._c.dial_timeout)
+        except Unreachable as exc:
+            logger.debug("discovered peer at %s unreachable: %s", addr, exc)
+
+    # -- gossip --------------------------------------------------------------------
+    async def publish(self, topic: str, data: bytes) -> None:
+        await self._pubsub.publish(topic, data)
+
+    async def subscribe(self, topic: str) -> None:
+        """Join ``topic`` and pump its messages to the asyncio side until :meth:`unsubscribe`."""
+        if topic in self._pumps or self._nursery is None:
+            return
+        sub = await self._pubsub.subscribe(topic)
+        scope = trio.CancelScope()
+        self._pumps[topic] = scope
+        self._nursery.start_soon(self._pump, topic, sub, scope)
+
+    async def _pump(self, topic: str, sub: Any, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                msg = await sub.get()
+                sender = _peer_str(msg.from_id)
+                if sender is None or sender == self.peer_id:
+                    continue
+                self._hooks.on_gossip(topic, sender, bytes(msg.data))
+
+    async def unsubscribe(self, topic: str) -> None:
+        scope = self._pumps.pop(topic, None)
+        if scope is None:
+            return
+        scope.cancel()
+        await self._pubsub.unsubscribe(topic)
+
+    def set_validator(self, topic: str, validator: Callable[[str, bytes], bool]) -> None:
+        def check(_forwarder: Any, msg: Any) -> bool:
+            sender = _peer_str(msg.from_id)
+            try:
+                ok = sender is not None and bool(validator(sender, bytes(msg.data)))
+            except Exception as exc:  # a raising validator rejects the message; it never crashes the node
+                logger.debug("validator for %s raised %r", topic, exc)
+                ok = False
+            if not ok:
+                self._counters.add("gossip_dropped_invalid")
+            return ok
+
+        self._pubsub.set_topic_validator(topic, check, False)
+
+    # -- requests ------------------------------------------------------------------
+    async def request(self, peer: str, protocol: str, data: bytes, timeout: float) -> bytes:
+        """One request on ``protocol``; the response payload, or Unreachable/RemoteFailure/RequestTimeout."""
+        frame = encode_frame(encode_request(protocol, data), self._c.max_frame_bytes)
+        reply = await self.exchange(peer, frame, timeout, what=protocol)
+        try:
+            response = decode_response(reply)
+        except DecodeError as exc:
+            raise RemoteFailure(f"{peer} sent a malformed response on {protocol}: {exc}") from exc
+        if not response.ok:
+            raise RemoteFailure(f"{peer} on {protocol}: {response.message}")
+        return response.payload
+
+    async def exchange(self, peer: str, raw: bytes, timeout: float, what: str = "rpc") -> bytes:
+        """Open an RPC stream to ``peer``, write ``raw`` (normally one frame), return the reply frame's body."""
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo
+
+        try:
+            pid = ID.from_base58(peer)
+        except Exception as exc:  # base58/multihash errors of many types
+            raise Unreachable(f"not a peer id: {peer!r}") from exc
+        with trio.move_on_after(timeout):
+            if peer not in self._connected():
+                store = self._host.get_peerstore()
+                addrs = store.addrs(pid) if pid in store.peer_ids() else []
+                if not addrs:
+                    raise Unreachable(f"peer {peer} is not connected and has no known address")
+                async with self._dials:
+                    try:
+                        await self._host.connect(PeerInfo(pid, addrs))
+                    except Exception as exc:  # libp2p dial errors of many types
+                        raise Unreachable(f"cannot reach {peer}: {exc}") from exc
+            try:
+                stream = await self._host.new_stream(pid, [TProtocol(RPC_PROTOCOL)])
+            except Exception as exc:  # StreamFailure, SwarmException, negotiation errors
+                raise Unreachable(f"cannot open a stream to {peer}: {exc}") from exc
+            finished = False
+            try:
+                await stream.write(raw)
+                reply: bytes = await self._read_frame(stream)
+                finished = True
+            except Exception as exc:  # reset, EOF, malformed frame: the peer broke the exchange
+                raise RemoteFailure(f"{peer} broke the exchange on {what}: {exc}") from exc
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
+                    await (_close(stream) if finished else _reset(stream))
+            return reply
+        raise RequestTimeout(f"no answer from {peer} on {what} within {timeout} s")
+
+    async def _read_frame(self, stream: Any) -> bytes:
+        from libp2p.network.stream.exceptions import StreamEOF
+
+        reader = FrameReader(self._c.max_frame_bytes)
+        while True:
+            try:
+                chunk = await stream.read(min(reader.wanted, _READ_CHUNK))
+            except StreamEOF:
+                chunk = b""
+            if not chunk:
+                reader.eof()
+            frame = reader.feed(chunk)
+            if frame is not None:
+                return frame
+
+    async def _on_rpc_stream(self, stream: Any) -> None:
+        """Serve one request on an inbound stream (guarded: never raises)."""
+        sender = stream.muxed_conn.peer_id.to_base58()
+        try:
+            with trio.move_on_after(self._c.handler_timeout) as scope:
+                frame = await self._read_frame(stream)
+                protocol, payload = decode_request(frame)
+                self._counters.add("requests_served")
+                try:
+                    reply = Response(ok=True, payload=await self._hooks.dispatch(sender, protocol, payload))
+                except NoHandler:
+                    self._counters.add("requests_unhandled")
+                    reply = Response(ok=False, message=f"no handler for protocol {protocol!r}")
+                except Exception as exc:  # the handler's failure is the requester's RemoteFailure
+                    self._counters.add("requests_failed")
+                    reply = Response(ok=False, message=f"handler failed: {type(exc).__name__}: {exc}")
+                out = encode_response(reply)
+                if len(out) + 4 > self._c.max_frame_bytes:
+                    out = encode_response(Response(ok=False, message="response exceeds the frame limit"))
+                await stream.write(encode_frame(out, self._c.max_frame_bytes))
+                await _close(stream)
+            if scope.cancelled_caught:
+                self._counters.add("requests_timed_out")
+                await _reset(stream)
+        except Exception as exc:  # malformed request or a broken stream: drop it, count it
+            self._counters.add("requests_bad")
+            logger.debug("bad request stream from %s: %r", sender, exc)
+            await _reset(stream)
+
+
+def _dialable(addrs: Sequence[Any]) -> list[str]:
+    """Transport addresses with 0.0.0.0 replaced by this machine's IPv4 addresses (loopback last)."""
+    from libp2p.utils.address_validation import expand_wildcard_address
+
+    out: list[str] = []
+    for addr in addrs:
+        text = str(addr)
+        if not text.startswith("/ip4/0.0.0.0/"):
+            out.append(text)
+            continue
+        ips = [str(m.value_for_protocol("ip4")) for m in expand_wildcard_address(addr)]
+        for ip in [*[i for i in ips if i not in ("0.0.0.0", "127.0.0.1")], "127.0.0.1"]:
+            out.append(text.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/", 1))
+    return list(dict.fromkeys(out))
+
+
+def _peer_str(raw: bytes) -> str | None:
+    from libp2p.peer.id import ID
+
+    try:
+        return str(ID(raw).to_base58())
+    except Exception:  # malformed origin id from the wire
+        return None
+
+
+async def _close(stream: Any) -> None:
+    try:
+        await stream.close()
+    except Exception as exc:  # already closed or reset by the peer
+        logger.debug("closing a stream: %r", exc)
+
+
+async def _reset(stream: Any) -> None:
+    try:
+        await stream.reset()
+    except Exception as exc:  # already gone
+        logger.debug("resetting a stream: %r", exc)
+
+
+def multiaddrs_valid(addrs: Sequence[str]) -> None:
+    """LocalError unless every string parses as a multiaddr."""
+    for a in addrs:
+        try:
+            multiaddr.Multiaddr(a)
+        except Exception as exc:  # multiaddr raises several types
+            raise LocalError(f"bad multiaddr {a!r}: {exc}") from exc
