@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import pytest
@@ -74,7 +75,7 @@ def test_tampered_body_is_rejected() -> None:
 
 
 def test_open_as_checks_the_kind() -> None:
-    with pytest.raises(DecodeError, match="expected test.sample"):
+    with pytest.raises(DecodeError, match=r"expected test\.sample"):
         wire.open_as(Sample, wire.seal(ALICE, Inner("x", 1.0)))
 
 
@@ -119,10 +120,8 @@ def test_registering_a_kind_twice_is_a_local_error() -> None:
 
 @given(st.binary(max_size=300))
 def test_open_envelope_is_total(data: bytes) -> None:
-    try:
+    with contextlib.suppress(DecodeError, SignatureError):
         wire.open_envelope(data)
-    except (DecodeError, SignatureError):
-        pass
 
 
 @given(st.data())

@@ -49,7 +49,9 @@ def test_save_load_mode_and_no_overwrite(tmp_path: Path) -> None:
     assert Identity.load(path) == other
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage", b"edgenode-ed25519-seed-v1\nzz\n", b"edgenode-ed25519-seed-v1\nabcd\n"])
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage", b"edgenode-ed25519-seed-v1\nzz\n", b"edgenode-ed25519-seed-v1\nabcd\n"]
+)
 def test_load_rejects_corrupt_files(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "node.key"
     path.write_bytes(content)
