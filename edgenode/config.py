@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import LocalError
+from .fl_config import FL_TEMPLATE, FLSection
 
-__all__ = ["NodeConfig", "NetSection", "NodeSection", "load_config", "CONFIG_FILE", "CONFIG_TEMPLATE", "from_table"]
+__all__ = [
+    "NodeConfig",
+    "NetSection",
+    "NodeSection",
+    "SwarmSection",
+    "PolicySection",
+    "load_config",
+    "CONFIG_FILE",
+    "CONFIG_TEMPLATE",
+    "from_table",
+]
 
 CONFIG_FILE = "config.toml"
 
@@ -51,11 +62,49 @@ class NodeSection:
 
 
 @dataclass(frozen=True)
+class PolicySection:
+    """``[swarm.policy]``: what this node lets swarm members' tasks use."""
+
+    submit_roles: tuple[str, ...] = ("submitter", "admin")
+    """Roles allowed to submit tasks."""
+    model_roles: tuple[str, ...] = ("submitter", "trainer", "admin")
+    """Roles allowed to call models from tasks."""
+    data_roles: tuple[str, ...] = ("admin",)
+    """Roles allowed to read exported data directories."""
+    allowed_models: tuple[str, ...] = ()
+    """Models tasks may call; empty allows every model the node holds."""
+    data_dirs: tuple[str, ...] = ()
+    """Exported read-only directories as ``NAME=PATH`` strings."""
+    max_output_bytes: int = 1 << 20
+    """Largest output cap a task may ask for."""
+    max_fuel: int = 1_000_000_000
+    """Most fuel a task may ask for."""
+
+
+@dataclass(frozen=True)
+class SwarmSection:
+    """``[swarm]``: zero-trust swarm mode (empty ``swarm_id``: open mode)."""
+
+    swarm_id: str = ""
+    """Peer id of the swarm admin key; set it to accept only certified members."""
+    cert: str = "swarm.cert"
+    """This node's membership certificate (relative paths are inside the home)."""
+    revocations: tuple[str, ...] = ()
+    """Revocation files (from ``edgenode swarm revoke``) to apply and gossip at start."""
+    policy: PolicySection = field(default_factory=PolicySection)
+    """The local capability policy."""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The whole ``config.toml``."""
 
     net: NetSection = field(default_factory=NetSection)
     node: NodeSection = field(default_factory=NodeSection)
+    swarm: SwarmSection = field(default_factory=SwarmSection)
+    """Zero-trust swarm mode (off by default)."""
+    fl: FLSection = field(default_factory=FLSection)
+    """``[fl]``: federated learning (:mod:`edgenode.fl_config`)."""
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -123,4 +172,25 @@ CONFIG_TEMPLATE = """\
 # cost_class = "standard"
 # Prometheus metrics on 127.0.0.1:PORT; 0 turns them off.
 # metrics_port = 0
-"""
+
+[swarm]
+# Zero-trust swarm mode (docs/security.md).
+# Peer id of the swarm admin key; empty = open mode (any peer may connect and submit).
+# swarm_id = ""
+# This node's membership certificate (from `edgenode swarm admit`), relative to the home.
+# cert = "swarm.cert"
+# Revocation files to apply and gossip at start.
+# revocations = []
+
+[swarm.policy]
+# Roles allowed to submit tasks / call models / read data directories.
+# submit_roles = ["submitter", "admin"]
+# model_roles = ["submitter", "trainer", "admin"]
+# data_roles = ["admin"]
+# Models tasks may call; empty = every model this node holds.
+# allowed_models = []
+# Read-only directories exported to tasks, as "NAME=PATH".
+# data_dirs = []
+# max_output_bytes = 1048576
+# max_fuel = 1000000000
+""" + FL_TEMPLATE

@@ -38,6 +38,8 @@ class NodeMetrics:
         self.replicated = Gauge("edgenode_ledger_replicated_authors", "Other authors whose chains are held",
                                 registry=r)
         self.forks = Counter("edgenode_equivocations", "Equivocation proofs raised", registry=r)
+        self.security = Counter("edgenode_security_refusals", "Peers, messages and tasks refused by the "
+                                "zero-trust layer, by reason", ["reason"], registry=r)
         self.gossip_drops = Gauge("edgenode_gossip_drops", "Gossip messages dropped by the transport", registry=r)
         self.port: int | None = None
         self._server: Any = None

@@ -21,7 +21,7 @@ from .config import NodeConfig
 from .errors import EdgenodeError, RemoteError
 from .identity import Identity, public_key_from_peer_id
 from .metrics import NodeMetrics
-from .net import GossipMessage, MemoryBlobStore, NetError, Transport
+from .net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, Transport
 from .protocol import (
     ADVERT_TOPIC,
     BID_TOPIC,
@@ -39,6 +39,7 @@ from .protocol import (
     StatusRequest,
 )
 from .scheduler import Admission, AdvertTable, make_bid
+from .security import SwarmGuard
 from .tasks import AdmissionHook, ChainWriter, Clock, Executor, InferEngine, SystemClock, WasmEngine
 
 __all__ = ["Node", "NodeTiming"]
@@ -80,6 +81,7 @@ class Node:
         timing: NodeTiming | None = None,
         metrics: NodeMetrics | None = None,
         replicate: bool = True,
+        guard: SwarmGuard | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -93,10 +95,14 @@ class Node:
         self.adverts = AdvertTable()
         self.chain = ChainWriter(store, identity, self.clock)
         self.admission = Admission(config.node.slots, config.node.queue)
+        self.guard = guard
+        """Swarm mode (None: open mode, anyone may connect, gossip and submit)."""
+        if guard is not None and guard.on_refused is None:
+            guard.on_refused = lambda why: self.metrics.security.labels(reason=why).inc()
         self.executor = Executor(
             identity, transport, self.chain, self.clock, self.admission,
             wasm=sandbox, infer=registry, hook=hook, on_done=self.metrics.task_done,
-            on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(),
+            on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(), guard=guard,
         )
         self._seq = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,12 +139,18 @@ class Node:
         await self.transport.start()
         await self.chain.head()
         t = self.transport
+        g = self.guard
         t.serve_blobs(self.blobs)
         t.serve(TASK_PROTOCOL, self.executor.handle)
         t.serve(STATUS_PROTOCOL, self._handle_status)
         t.serve(LEDGER_PROTOCOL, self._handle_ledger)
+        if g is not None:
+            await g.start(t)
+            t.serve(BLOB_PROTOCOL, g.guard_blobs(self.blobs))
+            t.serve(STATUS_PROTOCOL, g.guard_handler("request", self._handle_status))
+            t.serve(LEDGER_PROTOCOL, g.guard_handler("request", self._handle_ledger))
         for topic, fn in ((ADVERT_TOPIC, self._on_advert), (WORK_TOPIC, self._on_offer), (HEAD_TOPIC, self._on_head)):
-            t.set_validator(topic, _author_is_sender)
+            t.set_validator(topic, _author_is_sender if g is None else g.gate(_author_is_sender))
             self._spawn(self._follow(t.subscribe(topic), fn))
         self.running = True
         for addr in bootstrap:
@@ -146,6 +158,8 @@ class Node:
                 await t.connect(addr)
             except NetError as exc:
                 log.warning("bootstrap failed", extra={"addr": addr, "error": str(exc)})
+        if g is not None:
+            await g.spread_revocations()
         self._spawn(self._every(self.timing.advert_s, self.publish_advert))
         self._spawn(self._every(self.timing.head_s, self.announce_head))
         if self.config.node.metrics_port:
@@ -167,6 +181,8 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.guard is not None:
+            await self.guard.stop()
         await self.transport.stop()
         self.metrics.close()
         if close_store:
@@ -217,6 +233,8 @@ class Node:
         self.adverts.expire(self.clock.now_ms())
         self._refresh_gauges()
         await self.transport.publish(ADVERT_TOPIC, wire.seal(self.identity, self.advert()))
+        if self.guard is not None:
+            await self.guard.announce()
 
     def _refresh_gauges(self) -> None:
         m = self.metrics
@@ -272,6 +290,9 @@ class Node:
             await self.sync_from(peer, height)
         except ChainError as exc:
             log.warning("bad chain from peer", extra={"peer": peer, "reason": exc.reason, "seq": exc.seq})
+            if self.guard is not None and exc.reason == "fork":
+                proofs = [p for p in await self.store.forks() if p.author == exc.author and p.seq == exc.seq]
+                self.guard.offence(peer, "equivocation", proofs[0].to_bytes() if proofs else b"")
         except (LedgerError, EdgenodeError) as exc:
             log.debug("ledger sync failed", extra={"peer": peer, "error": str(exc)})
         finally:

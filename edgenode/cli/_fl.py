@@ -1,6 +1,8 @@
 """``edgenode fl``: federated learning.
 
-* ``fl start``: gossip rounds with a Flower strategy.  Standalone it runs a local
+* ``fl start``: gossip rounds with a Flower strategy.  With ``--bootstrap`` it joins a
+  running swarm as a light peer, sends a signed start command (:mod:`edgenode.fl_control`)
+  and prints the progress the nodes report per round.  Standalone it runs a local
   swarm of ``--nodes`` nodes over the in-memory network (``edgenode.net.memnet``),
   each a :class:`~edgenode.fl_service.FederatedService`, and prints progress per round.
 * ``fl superlink`` / ``fl supernode`` / ``fl keygen`` / ``fl run``: Flower deployment
@@ -36,6 +38,7 @@ from federated.models import MODEL_FACTORIES, make_model, to_onnx_bytes
 
 from ..errors import LocalError
 from ._common import EXIT_ERROR, EXIT_OK, fail, print_json
+from ._fl_swarm import add_swarm_options, start_on_swarm
 
 __all__ = ["register"]
 
@@ -57,6 +60,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-onnx", type=Path, help="write the final model as ONNX here")
     p.add_argument("--json", action="store_true", help="one JSON line per round")
+    add_swarm_options(p)
     p.set_defaults(func=cmd_start)
 
     p = fsub.add_parser("superlink", help="run flower-superlink with TLS and SuperNode auth (foreground)")
@@ -157,6 +161,8 @@ async def _local_swarm(args: argparse.Namespace) -> RoundDone:
 def cmd_start(args: argparse.Namespace) -> int:
     if args.nodes < 1 or args.rounds < 1:
         raise LocalError("--nodes and --rounds must be >= 1")
+    if args.bootstrap:
+        return start_on_swarm(args)
     _quiet_flower()
     try:
         last = asyncio.run(_local_swarm(args))

@@ -16,13 +16,15 @@ from ledger import LEDGER_DB, LedgerError, SqliteLedgerStore
 
 from ..config import load_config
 from ..errors import LocalError
+from ..fl_control import FLController
 from ..identity import KEY_FILE, Identity
 from ..inference import ModelRegistry
 from ..metrics import setup_json_logging
 from ..net.p2p import P2PTransport
 from ..node import Node
 from ..sandbox import Sandbox, SandboxConfig
-from ..tasks import RegistryEngine
+from ..security import load_guard
+from ..tasks import RegistryEngine, SystemClock
 from ._common import EXIT_OK, add_home, home_of
 
 __all__ = ["register"]
@@ -66,6 +68,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.slots is not None:
         nodesec = dataclasses.replace(nodesec, slots=args.slots)
     cfg = dataclasses.replace(cfg, net=net, node=nodesec)
+    guard = load_guard(ident, home, cfg.swarm, SystemClock().now_ms)  # before anything opens: fail fast
     setup_json_logging(30 if args.quiet else 20)
     logging.getLogger("libp2p").setLevel(logging.WARNING)
     try:
@@ -76,14 +79,19 @@ async def _run(args: argparse.Namespace) -> int:
     sandbox = Sandbox(SandboxConfig(cache_dir=home / "cache"), models=registry)
     transport = P2PTransport(ident, listen=list(net.listen), bootstrap=list(net.bootstrap),
                              mdns=net.mdns, quic=net.transport == "quic")
-    node = Node(ident, cfg, transport, store, sandbox, RegistryEngine(registry))
+    node = Node(ident, cfg, transport, store, sandbox, RegistryEngine(registry), guard=guard)
+    fl = FLController(transport, ident, cfg.fl, registry=registry, note=node.chain.append, clock=node.clock,
+                      guard=guard)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await node.start()
+        await fl.start()  # federated runs: idles until a signed fl.start (answers "disabled" when off)
         print(f"peer id {ident.peer_id}")
+        if guard is not None:
+            print(f"swarm {guard.swarm_id} member roles {','.join(guard.me.roles)}")
         for addr in transport.listen_addrs:
             print(f"listening {addr}")
         if node.metrics.port is not None:
@@ -91,6 +99,7 @@ async def _run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         await stop.wait()
     finally:
+        await fl.stop()
         with contextlib.suppress(RuntimeError):
             await node.stop()
         sandbox.close()

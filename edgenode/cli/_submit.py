@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..config import SwarmSection
 from ..errors import LocalError
-from ..identity import Identity
+from ..identity import KEY_FILE, Identity
 from ..net import Unreachable
 from ..net.p2p import P2PTransport
 from ..protocol import (
@@ -26,7 +27,8 @@ from ..protocol import (
     TaskTimeout,
 )
 from ..scheduler import SLA_COST, SLA_LATENCY
-from ..tasks import Submitter, TaskOutcome, TaskRequest
+from ..security import load_guard
+from ..tasks import Submitter, SystemClock, TaskOutcome, TaskRequest
 from ._common import (
     EXIT_NO_EXECUTOR,
     EXIT_OK,
@@ -37,6 +39,7 @@ from ._common import (
     fail,
     print_json,
 )
+from ._swarm import MEMBER_CERT
 
 __all__ = ["register", "outcome_json"]
 
@@ -48,6 +51,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="node(s) of the swarm to join through")
     p.add_argument("--json", action="store_true", help="print a JSON object (with the receipt and executor)")
     p.add_argument("--key", type=Path, default=None, help="sign with this key file (default: an ephemeral key)")
+    p.add_argument("--home", type=Path, default=None, metavar="DIR",
+                   help="use this node home's key (node.key) and swarm certificate (swarm.cert, if any)")
+    p.add_argument("--cert", type=Path, default=None, metavar="FILE",
+                   help="swarm membership certificate for the key (swarm mode: payloads are encrypted)")
     p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR",
                    help="where this light peer listens (default /ip4/127.0.0.1/tcp/0)")
     p.add_argument("--join-timeout", type=float, default=10.0, metavar="S", help="seconds to reach a bootstrap peer")
@@ -66,6 +73,10 @@ def register(sub: Any) -> None:
     p.add_argument("--model", action="append", default=[], metavar="HASH", help="model the task may call")
     p.add_argument("--require", action="append", default=[], metavar="CAP", help="capability the executor needs")
     p.add_argument("--redundancy", type=int, default=1, metavar="k", help="run on k executors, majority wins")
+    p.add_argument("--data-dir", action="append", default=[], metavar="NAME",
+                   help="read-only data directory the task needs (swarm policy decides; mounted as /data)")
+    p.add_argument("--ledger-payload", action="store_true",
+                   help="ask the executor to keep the plaintext input and output in its ledger (default: hashes)")
     p.add_argument("--sla", choices=(SLA_LATENCY, SLA_COST), default=SLA_LATENCY)
     p.add_argument("--market", action="store_true", help="ask for bids on the work topic (contract net)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -93,10 +104,18 @@ def _read(path: Path) -> bytes:
 
 
 async def _session(args: argparse.Namespace, body: Callable[[Submitter], Awaitable[T]]) -> T:
-    ident = Identity.load(args.key) if args.key else Identity.generate()
+    home: Path | None = args.home
+    key: Path | None = args.key or (home / KEY_FILE if home is not None else None)
+    ident = Identity.load(key) if key else Identity.generate()
+    cert: Path | None = args.cert
+    if cert is None and home is not None and (home / MEMBER_CERT).exists():
+        cert = home / MEMBER_CERT
+    guard = None
+    if cert is not None:
+        guard = load_guard(ident, home or Path("."), SwarmSection(), SystemClock().now_ms, cert=cert)
     transport = P2PTransport(ident, listen=[args.listen])
     await transport.start()
-    sub = Submitter(ident, transport)
+    sub = Submitter(ident, transport, guard=guard)
     try:
         await sub.join(args.bootstrap, timeout=args.join_timeout)
         return await body(sub)
@@ -182,7 +201,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     async def body(sub: Submitter) -> list[TaskOutcome | BaseException]:
         h = sub.add_module(module)
         req = TaskRequest(KIND_WASM, h, stdin, tuple(args.arg), limits, tuple(args.require), tuple(args.model),
-                          args.deadline_ms, args.redundancy, args.sla, args.market)
+                          args.deadline_ms, args.redundancy, args.sla, args.market,
+                          data_dirs=tuple(args.data_dir), ledger_payload=args.ledger_payload)
         gate = asyncio.Semaphore(32)
         results: list[TaskOutcome | BaseException] = []
 

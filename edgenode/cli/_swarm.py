@@ -16,10 +16,10 @@ from typing import Any
 
 from ..errors import LocalError
 from ..identity import Identity, public_key_from_peer_id
-from ..security import ROLES, issue_certificate, issue_revocation
+from ..security import ROLES, issue_certificate, issue_revocation, read_sealed_list
 from ._common import EXIT_OK, add_home, home_of, print_json
 
-__all__ = ["register", "read_revocations", "ADMIN_KEY", "ISSUED_LOG", "MEMBER_CERT"]
+__all__ = ["register", "cmd_push", "read_revocations", "ADMIN_KEY", "ISSUED_LOG", "MEMBER_CERT"]
 
 ADMIN_KEY = "swarm-admin.key"
 ISSUED_LOG = "swarm-issued.json"
@@ -63,6 +63,13 @@ def register(sub: Any) -> None:
     r.add_argument("--reason", default="")
     r.add_argument("--out", type=Path, help="revocation file (default ./PEER_ID.revoke)")
     r.set_defaults(func=cmd_revoke)
+
+    pu = ss.add_parser("push", help="deliver a revocation file to running node(s); it spreads by gossip")
+    pu.add_argument("file", type=Path, metavar="FILE.revoke")
+    pu.add_argument("--bootstrap", nargs="+", action="extend", required=True, metavar="MULTIADDR",
+                    help="node(s) of the swarm to deliver it to")
+    pu.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR")
+    pu.set_defaults(func=cmd_push)
 
     s = ss.add_parser("show", help="print the swarm id and the certificates issued")
     add_home(s)
@@ -163,16 +170,41 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def read_revocations(path: Path) -> list[bytes]:
     """Split a revocation file written by ``swarm revoke`` into sealed revocations."""
-    raw = path.read_bytes()
-    out = []
-    pos = 0
-    while pos < len(raw):
-        if pos + 4 > len(raw):
-            raise LocalError(f"{path} is truncated")
-        n = int.from_bytes(raw[pos : pos + 4], "big")
-        pos += 4
-        if pos + n > len(raw):
-            raise LocalError(f"{path} is truncated")
-        out.append(raw[pos : pos + n])
-        pos += n
-    return out
+    return read_sealed_list(path)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Deliver the revocations in a file to each bootstrap node over the membership protocol."""
+    import asyncio
+
+    revocations = read_revocations(args.file)
+    return asyncio.run(_push(revocations, list(args.bootstrap), args.listen))
+
+
+async def _push(revocations: list[bytes], bootstrap: list[str], listen: str) -> int:
+    from .. import wire
+    from ..net import NetError
+    from ..net.p2p import P2PTransport
+    from ..security import MEMBER_PROTOCOL, MemberRefused
+
+    transport = P2PTransport(Identity.generate(), listen=[listen])
+    await transport.start()
+    delivered = 0
+    try:
+        for addr in bootstrap:
+            try:
+                peer = await transport.connect(addr, timeout=10.0)
+                for rev in revocations:
+                    resp = await transport.request(peer, MEMBER_PROTOCOL, rev, timeout=10.0)
+                    msg = wire.open_envelope(resp).message
+                    if isinstance(msg, MemberRefused):
+                        raise LocalError(f"{peer} refused the revocation ({msg.reason}: {msg.detail})")
+                    delivered += 1
+                print(f"delivered {len(revocations)} revocation(s) to {peer}")
+            except NetError as exc:
+                print(f"cannot deliver to {addr}: {exc}")
+    finally:
+        await transport.stop()
+    if not delivered:
+        raise LocalError("no node took the revocation")
+    return EXIT_OK

@@ -190,6 +190,13 @@ class MemTransport(Transport):
     def peers(self) -> list[str]:
         return [p._peer_id for p in self._conns]
 
+    async def disconnect(self, peer: str) -> None:
+        """Close the connection to ``peer`` at once (both sides see LEAVE, pending requests fail)."""
+        self._check_running()
+        target = next((p for p in self._conns if p._peer_id == peer), None)
+        if target is not None:
+            self._net._link_down(self, target)
+
     def peer_events(self) -> AsyncIterator[PeerEvent]:
         stream: Stream[PeerEvent] = Stream(self._queue_size, self._event_streams.remove)
         if self._state != _STOPPED:

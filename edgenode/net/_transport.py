@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from ._errors import BlobMismatch
+from ._errors import BlobMismatch, NetError
 
 __all__ = [
     "Transport",
@@ -125,6 +125,14 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def peers(self) -> list[str]:
         """Peer ids currently connected."""
+
+    async def disconnect(self, peer: str) -> None:
+        """Close the connection to ``peer`` (both sides see LEAVE); nothing if not connected.
+
+        Used to drop peers refused by the zero-trust layer.  Implementations that
+        cannot close connections raise :class:`NetError`.
+        """
+        raise NetError(f"{type(self).__name__} cannot close connections")
 
     @abc.abstractmethod
     def peer_events(self) -> AsyncIterator[PeerEvent]:

@@ -27,7 +27,9 @@ from ._messages import (
     TaskSpec,
 )
 from ._receipts import (
+    PAYLOAD_KIND,
     RESULT_KIND,
+    TaskPayload,
     TaskRecord,
     VerifiedReceipt,
     result_key,
@@ -43,6 +45,7 @@ __all__ = [
     "KIND_INFER",
     "KIND_WASM",
     "LEDGER_PROTOCOL",
+    "PAYLOAD_KIND",
     "RESULT_KIND",
     "STATUS_OK",
     "STATUS_PROTOCOL",
@@ -65,6 +68,7 @@ __all__ = [
     "StatusRequest",
     "TaskError",
     "TaskLimits",
+    "TaskPayload",
     "TaskRecord",
     "TaskSpec",
     "TaskTimeout",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger import ZERO_HASH, Entry, LedgerError, verify_entry
@@ -16,6 +18,8 @@ from ._messages import Receipt, TaskSpec
 __all__ = [
     "TaskRecord",
     "RESULT_KIND",
+    "PAYLOAD_KIND",
+    "TaskPayload",
     "VerifiedReceipt",
     "verify_receipt",
     "verify_opened_receipt",
@@ -25,6 +29,8 @@ __all__ = [
 
 RESULT_KIND = "task_result"
 """Ledger entry kind of a task result."""
+PAYLOAD_KIND = "task_payload"
+"""Ledger entry kind of a task's plaintext input and output, kept only when the spec asks for it."""
 
 
 @wire.message("task.record", 1)
@@ -42,6 +48,16 @@ class TaskRecord:
     status: str
     exit_code: int
     fuel_used: int
+
+
+@wire.message("task.payload", 1)
+@dataclass(frozen=True)
+class TaskPayload:
+    """The body of a ``task_payload`` ledger entry: what a spec with ``policy["ledger_payload"] = "1"`` keeps."""
+
+    task_id: str
+    input: bytes
+    output: bytes
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,13 @@ def _bad(why: str) -> InvalidReceipt:
     return InvalidReceipt(f"invalid receipt: {why}")
 
 
-def verify_receipt(sealed: bytes, executor: str, spec: TaskSpec, sealed_spec_body: bytes) -> VerifiedReceipt:
+def verify_receipt(
+    sealed: bytes,
+    executor: str,
+    spec: TaskSpec,
+    sealed_spec_body: bytes,
+    decrypt: Callable[[bytes], bytes] | None = None,
+) -> VerifiedReceipt:
     """Check a sealed receipt from ``executor`` for ``spec``; raise :class:`InvalidReceipt` if anything is off.
 
     Checks: the envelope signature and that its author is ``executor``; the receipt
@@ -80,13 +102,23 @@ def verify_receipt(sealed: bytes, executor: str, spec: TaskSpec, sealed_spec_bod
         env = wire.open_envelope(sealed)
     except EdgenodeError as exc:
         raise _bad(str(exc)) from exc
-    return verify_opened_receipt(env, sealed, executor, spec, sealed_spec_body)
+    return verify_opened_receipt(env, sealed, executor, spec, sealed_spec_body, decrypt)
 
 
 def verify_opened_receipt(
-    env: wire.Envelope, sealed: bytes, executor: str, spec: TaskSpec, sealed_spec_body: bytes
+    env: wire.Envelope,
+    sealed: bytes,
+    executor: str,
+    spec: TaskSpec,
+    sealed_spec_body: bytes,
+    decrypt: Callable[[bytes], bytes] | None = None,
 ) -> VerifiedReceipt:
-    """:func:`verify_receipt` for ``sealed`` already opened as ``env`` (signature checked) by the caller."""
+    """:func:`verify_receipt` for ``sealed`` already opened as ``env`` (signature checked) by the caller.
+
+    ``decrypt`` (for an encrypted task) turns the receipt's output ciphertext into
+    the plaintext whose hash the receipt and the ledger record name; the returned
+    :class:`VerifiedReceipt` carries the plaintext output.
+    """
     rc = env.message
     if not isinstance(rc, Receipt):
         raise _bad(f"expected a receipt, got {wire.kind_of(rc)}")
@@ -94,6 +126,11 @@ def verify_opened_receipt(
         raise _bad(f"signed by {env.author_id}, not by the executor {executor}")
     if rc.task_id != spec.task_id or rc.spec_hash != spec_hash(sealed_spec_body):
         raise _bad("it answers another task")
+    if decrypt is not None:
+        try:
+            rc = dataclasses.replace(rc, output=decrypt(rc.output))
+        except EdgenodeError as exc:
+            raise _bad(f"output does not decrypt: {exc}") from exc
     if hashlib.sha256(rc.output).hexdigest() != rc.output_hash:
         raise _bad("output does not match its hash")
     author = public_key_from_peer_id(executor)

@@ -24,19 +24,24 @@ class Refuse:
 
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved."""
+    """``rate`` tokens per second, at most ``burst`` saved.
 
-    def __init__(self, rate: float, burst: float, now_ms: int) -> None:
+    The one token bucket of the node: admission control here and the zero-trust
+    layer's per-peer, per-class limits (:class:`edgenode.security.AbuseGuard`).
+    """
+
+    def __init__(self, rate: float, burst: float, now_ms: float) -> None:
         self.rate = rate
         self.burst = burst
         self.tokens = burst
         self.t_ms = now_ms
 
-    def take(self, now_ms: int) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now_ms - self.t_ms) * self.rate / 1000.0)
+    def take(self, now_ms: float, cost: float = 1.0) -> bool:
+        """Refill for the time since the last call, then take ``cost`` tokens if there are enough."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now_ms - self.t_ms) * self.rate / 1000.0)
         self.t_ms = max(self.t_ms, now_ms)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 

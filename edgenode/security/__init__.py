@@ -1,6 +1,7 @@
 """Zero-trust swarm: membership certificates, capability grants, payload encryption, abuse limits."""
 
 from ._abuse import PENALTIES, AbuseConfig, AbuseGuard, RateSpec
+from ._config import load_guard, policy_from_config, read_sealed_list
 from ._errors import REASONS, PolicyError, Refused, SecurityError
 from ._membership import (
     ROLES,
@@ -13,8 +14,45 @@ from ._membership import (
 )
 from ._payload import decrypt_from, encrypt_for
 from ._policy import CapabilityRequest, Grant, LocalPolicy, decide
+from ._swarm import (
+    EVIDENCE_TOPIC,
+    MEMBER_PROTOCOL,
+    MEMBER_TOPIC,
+    REVOCATION_TOPIC,
+    Evidence,
+    MemberHello,
+    MemberRefused,
+    SwarmGuard,
+)
+from ._tasks import (
+    ENC_BOX,
+    POLICY_DATA_DIRS,
+    POLICY_ENC,
+    POLICY_LEDGER_PAYLOAD,
+    capability_request,
+    check_grant,
+    is_encrypted,
+)
 
 __all__ = [
+    "ENC_BOX",
+    "EVIDENCE_TOPIC",
+    "MEMBER_PROTOCOL",
+    "MEMBER_TOPIC",
+    "POLICY_DATA_DIRS",
+    "POLICY_ENC",
+    "POLICY_LEDGER_PAYLOAD",
+    "REVOCATION_TOPIC",
+    "Evidence",
+    "MemberHello",
+    "MemberRefused",
+    "SwarmGuard",
+    "capability_request",
+    "check_grant",
+    "is_encrypted",
+    "load_guard",
+    "policy_from_config",
+    "read_sealed_list",
     "PENALTIES",
     "REASONS",
     "ROLES",

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..scheduler import TokenBucket
+
 __all__ = ["RateSpec", "AbuseConfig", "AbuseGuard", "PENALTIES"]
 
 PENALTIES: dict[str, float] = {
@@ -42,6 +44,7 @@ class AbuseConfig:
             "task": RateSpec(200.0, 400.0),
             "gossip": RateSpec(500.0, 1000.0),
             "blob": RateSpec(50.0, 100.0),
+            "request": RateSpec(200.0, 400.0),
         }
     )
     """Bucket per traffic class."""
@@ -58,7 +61,7 @@ class AbuseGuard:
 
     def __init__(self, config: AbuseConfig | None = None) -> None:
         self.config = config or AbuseConfig()
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._score: dict[str, tuple[float, float]] = {}
         self._banned_until: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
@@ -72,14 +75,13 @@ class AbuseGuard:
         spec = self.config.limits.get(kind)
         if spec is None:
             return True
-        tokens, last = self._buckets.get((peer, kind), (spec.burst, now))
-        tokens = min(spec.burst, tokens + (now - last) * spec.rate)
-        if tokens < cost:
-            self._buckets[(peer, kind)] = (tokens, now)
+        bucket = self._buckets.get((peer, kind))
+        if bucket is None:
+            bucket = self._buckets[(peer, kind)] = TokenBucket(spec.rate, spec.burst, now * 1000.0)
+        if not bucket.take(now * 1000.0, cost):
             self.counters[f"rate_limited_{kind}"] += 1
             self.penalise(peer, "rate_limited", now)
             return False
-        self._buckets[(peer, kind)] = (tokens - cost, now)
         return True
 
     def penalise(self, peer: str, offence: str, now: float) -> bool:

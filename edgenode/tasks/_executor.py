@@ -8,28 +8,46 @@ An adapter around the sans-IO cores (:class:`~edgenode.scheduler.Admission`,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from pathlib import Path
+
+from ledger import MAX_BODY_BYTES
 
 from .. import wire
-from ..errors import EdgenodeError
+from ..errors import EdgenodeError, SignatureError
+from ..identity import Identity
 from ..net import Transport
 from ..protocol import (
     KIND_INFER,
     KIND_WASM,
+    PAYLOAD_KIND,
     RESULT_KIND,
     STATUS_OK,
     Busy,
     Receipt,
     Rejected,
+    TaskPayload,
     TaskRecord,
     TaskSpec,
     spec_hash,
 )
 from ..sandbox import Limits, TaskIO
 from ..scheduler import Admission, Refuse, ReplayGuard
+from ..security import (
+    POLICY_LEDGER_PAYLOAD,
+    Grant,
+    Refused,
+    SwarmGuard,
+    capability_request,
+    decide,
+    decrypt_from,
+    encrypt_for,
+    is_encrypted,
+)
 from ..wire import Signer
 from ._chain import ChainWriter
 from ._ports import AdmissionHook, Clock, InferEngine, WasmEngine
@@ -57,6 +75,7 @@ class Executor:
         hook: AdmissionHook | None = None,
         on_done: Callable[[str, str, float], None] | None = None,
         on_refused: Callable[[str], None] | None = None,
+        guard: SwarmGuard | None = None,
     ) -> None:
         self.signer = signer
         self.transport = transport
@@ -68,6 +87,8 @@ class Executor:
         self.hook = hook
         self.on_done = on_done
         self.on_refused = on_refused
+        self.guard = guard
+        """Swarm mode: membership, per-peer limits and the local capability policy (None: open mode)."""
         self.replay = ReplayGuard()
         self.counts: Counter[str] = Counter()
         self._slots = asyncio.Semaphore(admission.slots)
@@ -91,12 +112,31 @@ class Executor:
 
     async def handle(self, sender: str, data: bytes) -> bytes:
         """The :data:`TASK_PROTOCOL` request handler."""
+        guard = self.guard
+        if guard is not None:
+            try:
+                await guard.admit_request(sender, "task")
+            except Refused as exc:
+                self._refused(exc.reason)
+                return self._seal(Rejected("", str(exc)))
         try:
             env, spec = wire.open_as(TaskSpec, data)
         except EdgenodeError as exc:
             self._refused("invalid")
+            if guard is not None:
+                guard.offence(sender, "invalid_signature" if isinstance(exc, SignatureError) else "malformed", data)
             return self._seal(Rejected("", f"invalid spec: {exc}"))
         now = self.clock.now_ms()
+        grant: Grant | None = None
+        if guard is not None:
+            try:
+                if env.author_id != sender:
+                    raise Refused("wrong_holder", "the spec must come from its author")
+                grant = decide(capability_request(spec), guard.check_known(sender).roles, guard.policy)
+            except Refused as exc:
+                guard.refuse(sender, exc)
+                self._refused(exc.reason)
+                return self._seal(Rejected(spec.task_id, str(exc)))
         key = (env.author, spec.task_id)
         cached = self._done.get(key)
         if cached is not None:
@@ -108,8 +148,19 @@ class Executor:
             return await asyncio.shield(running)
         reason = self._refusal(env, spec, now)
         if reason is not None:
-            self._refused("rejected")
+            replayed = reason == "replayed spec"
+            self._refused("replayed" if replayed and guard is not None else "rejected")
+            if guard is not None and replayed:
+                guard.offence(sender, "replayed", data)
             return self._seal(Rejected(spec.task_id, reason))
+        try:
+            spec = self._open_input(env, spec)
+        except Refused as exc:
+            self._refused(exc.reason)
+            if guard is not None:
+                guard.refuse(sender, exc)
+                guard.offence(sender, "bad_ciphertext", data)
+            return self._seal(Rejected(spec.task_id, str(exc)))
         if self.closing:
             self._refused("busy")
             return self._seal(Busy(spec.task_id, "node stopping", 1000))
@@ -117,7 +168,7 @@ class Executor:
         if isinstance(verdict, Refuse):
             self._refused("busy")
             return self._seal(Busy(spec.task_id, verdict.reason, verdict.retry_after_ms))
-        task = asyncio.create_task(self._run_admitted(sender, env, spec))
+        task = asyncio.create_task(self._run_admitted(sender, env, spec, grant))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         fut: asyncio.Future[bytes] = asyncio.ensure_future(task)
@@ -131,6 +182,19 @@ class Executor:
         self.counts[why] += 1
         if self.on_refused is not None:
             self.on_refused(why)
+
+    def _open_input(self, env: wire.Envelope, spec: TaskSpec) -> TaskSpec:
+        """The spec with its input decrypted (unchanged when not encrypted); Refused("bad_ciphertext")."""
+        if not is_encrypted(spec):
+            return spec
+        if not isinstance(self.signer, Identity):
+            raise Refused("bad_ciphertext", "this executor cannot decrypt payloads")
+        return dataclasses.replace(spec, input=decrypt_from(self.signer, env.author, spec.input))
+
+    def _seal_output(self, env: wire.Envelope, spec: TaskSpec, output: bytes) -> bytes:
+        if is_encrypted(spec) and isinstance(self.signer, Identity):
+            return encrypt_for(self.signer, env.author, output)
+        return output
 
     def _refusal(self, env: wire.Envelope, spec: TaskSpec, now: int) -> str | None:
         if spec.kind not in (KIND_WASM, KIND_INFER):
@@ -148,14 +212,14 @@ class Executor:
             return why
         return None if self.hook is None else self.hook(env)
 
-    async def _run_admitted(self, sender: str, env: wire.Envelope, spec: TaskSpec) -> bytes:
+    async def _run_admitted(self, sender: str, env: wire.Envelope, spec: TaskSpec, grant: Grant | None) -> bytes:
         started = False
         try:
             async with self._slots:
                 self.admission.started()
                 started = True
                 t0 = self.clock.now_ms()
-                status, exit_code, output, stderr, fuel, wall = await self._execute(sender, spec)
+                status, exit_code, output, stderr, fuel, wall = await self._execute(sender, spec, grant)
                 out_hash = hashlib.sha256(output).hexdigest()
                 s_hash = spec_hash(env.body)
                 record = TaskRecord(
@@ -163,10 +227,13 @@ class Executor:
                     hashlib.sha256(spec.input).hexdigest(), out_hash, status, exit_code, fuel,
                 )
                 appended = await self.chain.append(RESULT_KIND, wire.to_bytes(record))
+                if spec.policy.get(POLICY_LEDGER_PAYLOAD) == "1":
+                    await self._keep_payload(spec, output)
                 receipt = Receipt(
-                    spec.task_id, s_hash, status, exit_code, output, out_hash, stderr, fuel, wall,
-                    appended.entry.to_bytes(),
+                    spec.task_id, s_hash, status, exit_code, self._seal_output(env, spec, output), out_hash,
+                    stderr, fuel, wall, appended.entry.to_bytes(),
                     b"" if appended.prev is None else appended.prev.to_bytes(with_body=False),
+                    {} if grant is None else grant.as_dict(),
                 )
                 sealed = self._seal(receipt)
                 self._done[(env.author, spec.task_id)] = sealed
@@ -182,7 +249,17 @@ class Executor:
             else:
                 self.admission.abandoned()
 
-    async def _execute(self, sender: str, spec: TaskSpec) -> tuple[str, int, bytes, bytes, int, float]:
+    async def _keep_payload(self, spec: TaskSpec, output: bytes) -> None:
+        """The plaintext input and output into the ledger (the spec asked for it), if they fit an entry."""
+        body = wire.to_bytes(TaskPayload(spec.task_id, spec.input, output))
+        if len(body) > MAX_BODY_BYTES:
+            log.warning("task payload too large for the ledger", extra={"task_id": spec.task_id, "bytes": len(body)})
+            return
+        await self.chain.append(PAYLOAD_KIND, body)
+
+    async def _execute(
+        self, sender: str, spec: TaskSpec, grant: Grant | None = None
+    ) -> tuple[str, int, bytes, bytes, int, float]:
         if spec.kind == KIND_INFER:
             assert self.infer is not None
             engine = self.infer
@@ -205,7 +282,10 @@ class Executor:
             limits = Limits(lim.fuel, lim.timeout_ms, lim.memory_mb, lim.max_output_bytes)
         except ValueError as exc:
             return "invalid_limits", -1, b"", str(exc).encode(), 0, 0.0
-        io = TaskIO(stdin=spec.input, args=spec.args, models=spec.models)
+        data_dir = None
+        if grant is not None and grant.data_dirs and self.guard is not None:
+            data_dir = Path(self.guard.policy.data_dirs[grant.data_dirs[0]])
+        io = TaskIO(stdin=spec.input, args=spec.args, models=spec.models, readonly_dir=data_dir)
         try:
             res = await asyncio.to_thread(wasm.run, spec.module, io, limits)
         except EdgenodeError as exc:

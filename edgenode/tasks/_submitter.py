@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from .. import wire
 from ..errors import EdgenodeError, RemoteError
-from ..net import GossipMessage, MemoryBlobStore, NetError, Transport, Unreachable
+from ..identity import Identity, public_key_from_peer_id
+from ..net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, Transport, Unreachable
 from ..protocol import (
     ADVERT_TOPIC,
     BID_TOPIC,
@@ -59,6 +60,17 @@ from ..scheduler import (
     TaskTracker,
     place,
 )
+from ..security import (
+    ENC_BOX,
+    POLICY_DATA_DIRS,
+    POLICY_ENC,
+    POLICY_LEDGER_PAYLOAD,
+    Refused,
+    SwarmGuard,
+    check_grant,
+    decrypt_from,
+    encrypt_for,
+)
 from ..wire import Signer
 from ._ports import Clock, SystemClock
 
@@ -85,6 +97,10 @@ class TaskRequest:
     """Ask for bids on the work topic instead of choosing from adverts."""
     attempt_ms: int | None = None
     """Silence after which an executor is replaced (default: half the deadline, at least the run limit + 2 s)."""
+    data_dirs: tuple[str, ...] = ()
+    """Names of read-only data directories the task needs (granted by the executor's policy)."""
+    ledger_payload: bool = False
+    """Ask the executor to keep the plaintext input and output in its ledger (default: hashes only)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,9 @@ class Submitter:
         clock: Clock | None = None,
         blobs: MemoryBlobStore | None = None,
         offer_window_ms: int = 500,
+        *,
+        guard: SwarmGuard | None = None,
+        encrypt: bool | None = None,
     ) -> None:
         self.signer = signer
         self.transport = transport
@@ -140,6 +159,12 @@ class Submitter:
         self._bg: list[asyncio.Task[None]] = []
         self._pending: Counter[str] = Counter()
         self._served = False
+        self.guard = guard
+        """Swarm mode: executors must be members, receipts must carry grants (None: open mode)."""
+        self.encrypt = (guard is not None) if encrypt is None else encrypt
+        """Encrypt inputs to the executor and outputs back (default: on in swarm mode)."""
+        if self.encrypt and not isinstance(signer, Identity):
+            raise ValueError("payload encryption needs an Identity as the signer")
 
     # -- joining ------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,10 +172,15 @@ class Submitter:
         if not self._served:
             self.transport.serve_blobs(self.blobs)
             self._served = True
+            if self.guard is not None:
+                await self.guard.start(self.transport)
+                self.transport.serve(BLOB_PROTOCOL, self.guard.guard_blobs(self.blobs))
             self._bg.append(asyncio.create_task(self._follow(self.transport.subscribe(ADVERT_TOPIC), self._on_advert)))
             self._bg.append(asyncio.create_task(self._follow(self.transport.subscribe(BID_TOPIC), self._on_bid)))
 
     async def close(self) -> None:
+        if self.guard is not None:
+            await self.guard.stop()
         for t in self._bg:
             t.cancel()
         for t in self._bg:
@@ -315,12 +345,29 @@ class Submitter:
             return SpecExpired(f"executors refused the spec as expired ({detail}); check the clock")
         return NoExecutor(f"no node can take the task ({detail or 'no capable node known'})")
 
-    def _spec(self, task_id: str, req: TaskRequest, expires: int, attempt: int) -> TaskSpec:
+    def _spec(self, task_id: str, req: TaskRequest, expires: int, attempt: int, peer: str = "") -> TaskSpec:
+        policy: dict[str, str] = {}
+        data = req.input
+        if req.data_dirs:
+            policy[POLICY_DATA_DIRS] = ",".join(req.data_dirs)
+        if req.ledger_payload:
+            policy[POLICY_LEDGER_PAYLOAD] = "1"
+        if self.encrypt and peer:
+            assert isinstance(self.signer, Identity)
+            data = encrypt_for(self.signer, public_key_from_peer_id(peer), req.input)
+            policy[POLICY_ENC] = ENC_BOX
         return TaskSpec(
-            task_id=task_id, kind=req.kind, module=req.module, input=req.input, args=req.args,
+            task_id=task_id, kind=req.kind, module=req.module, input=data, args=req.args,
             limits=req.limits, requires=req.requires, models=req.models, nonce=os.urandom(16),
-            issued_ms=self.clock.now_ms(), expires_ms=expires, attempt=attempt,
+            issued_ms=self.clock.now_ms(), expires_ms=expires, attempt=attempt, policy=policy,
         )
+
+    def _decrypter(self, peer: str) -> Callable[[bytes], bytes] | None:
+        if not self.encrypt:
+            return None
+        assert isinstance(self.signer, Identity)
+        me, theirs = self.signer, public_key_from_peer_id(peer)
+        return lambda ct: decrypt_from(me, theirs, ct)
 
     async def _ensure_connected(self, peer: str, timeout: float) -> None:
         if peer in self.transport.peers():
@@ -335,18 +382,22 @@ class Submitter:
         raise Unreachable(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
 
     async def _attempt(self, act: Assign, task_id: str, req: TaskRequest, expires: int) -> _Answer:
-        spec = self._spec(task_id, req, expires, act.attempt)
+        spec = self._spec(task_id, req, expires, act.attempt, act.peer)
         sealed = wire.seal(self.signer, spec)
         body = wire.to_bytes(spec)  # what the envelope signs, hence what the receipt's spec hash names
         timeout = max(0.05, (act.deadline_ms - self.clock.now_ms()) / 1000.0)
         self._pending[act.peer] += 1
         try:
             await self._ensure_connected(act.peer, timeout)
+            if self.guard is not None:
+                await self.guard.require(act.peer)
             t0 = self.clock.now_ms()
             resp = await self.transport.request(act.peer, TASK_PROTOCOL, sealed, timeout=timeout)
             self.rtt.observe(act.peer, float(self.clock.now_ms() - t0))
         except NetError as exc:
             return _Answer(act.peer, None, f"{type(exc).__name__}: {exc}")
+        except Refused as exc:
+            return _Answer(act.peer, None, f"executor {exc}")
         finally:
             self._pending[act.peer] -= 1
         try:
@@ -359,9 +410,14 @@ class Submitter:
         if env.author_id == act.peer and isinstance(msg, Rejected):
             return _Answer(act.peer, None, f"rejected: {msg.reason}")
         try:
-            return _Answer(act.peer, verify_opened_receipt(env, resp, act.peer, spec, body), "")
-        except InvalidReceipt as exc:
-            return _Answer(act.peer, None, str(exc))
+            verified = verify_opened_receipt(env, resp, act.peer, spec, body, self._decrypter(act.peer))
+            if self.guard is not None:
+                check_grant(spec, verified.receipt.grants)
+            return _Answer(act.peer, verified, "")
+        except (InvalidReceipt, Refused) as exc:
+            if self.guard is not None:
+                self.guard.offence(act.peer, "forged_receipt", resp)
+            return _Answer(act.peer, None, f"invalid receipt: {exc}" if isinstance(exc, Refused) else str(exc))
 
     async def _ask_market(self, task_id: str, req: TaskRequest, requires: tuple[str, ...], expires: int) -> list[str]:
         now = self.clock.now_ms()
@@ -386,4 +442,5 @@ class Submitter:
     async def status(self) -> list[Advert]:
         """Every live advert known, refreshed from the connected peers."""
         return await self.refresh()
+
 
