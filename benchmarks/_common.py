@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["emit", "percentile", "median"]
+__all__ = ["emit", "percentile", "median", "start_node", "stop_nodes"]
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -28,3 +32,45 @@ def emit(name: str, value: float, unit: str, **params: Any) -> None:
     """Print one figure as a JSON line: name, value, unit, params."""
     sys.stdout.write(json.dumps({"name": name, "value": value, "unit": unit, "params": params}, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+def start_node(
+    home: Path, bootstrap: list[str], configure: Callable[[Path], None] | None = None, slots: int | None = 2
+) -> tuple[subprocess.Popen[str], str]:
+    """``edgenode run`` on 127.0.0.1 in a fresh ``home``; the process and its first listen address.
+
+    ``configure(home)`` runs after ``edgenode init`` (to write a certificate or config.toml);
+    ``slots=None`` leaves the config's slot count.
+    """
+    py = [sys.executable, "-m", "edgenode"]
+    subprocess.run([*py, "init", "--home", str(home)], check=True, capture_output=True)
+    if configure is not None:
+        configure(home)
+    cmd = [*py, "run", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0", "--quiet"]
+    if slots is not None:
+        cmd += ["--slots", str(slots)]
+    if bootstrap:
+        cmd += ["--bootstrap", *bootstrap]
+    err = open(home / "stderr.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"node failed: {(home / 'stderr.log').read_text()[-1000:]}")
+        if line.startswith("listening "):
+            return proc, line.split()[-1]
+    proc.kill()
+    raise RuntimeError(f"node in {home} did not start in 60 s")
+
+
+def stop_nodes(procs: Sequence[subprocess.Popen[str]]) -> None:
+    """SIGTERM every node process, then wait for each and close its stdout."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(60)
+        if p.stdout:
+            p.stdout.close()

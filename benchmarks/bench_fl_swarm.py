@@ -17,7 +17,6 @@ import argparse
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,37 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, median
+from _common import emit, median, start_node, stop_nodes
 
 EDGENODE = [sys.executable, "-m", "edgenode"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONUNBUFFERED"] = "1"
-    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
-
-
 def _node(home: Path, partition: str, bootstrap: list[str]) -> tuple[subprocess.Popen[str], str]:
-    subprocess.run([*EDGENODE, "init", "--home", str(home)], check=True, capture_output=True, env=_env())
-    cfg = home / "config.toml"
-    cfg.write_text(cfg.read_text().replace('# partition = ""', f'partition = "{partition}"'))
-    cmd = [*EDGENODE, "run", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0", "--quiet"]
-    if bootstrap:
-        cmd += ["--bootstrap", *bootstrap]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("listening "):
-            return proc, line.split()[-1]
-    proc.kill()
-    raise RuntimeError(f"node in {home} did not start")
+    def configure(home: Path) -> None:
+        cfg = home / "config.toml"
+        cfg.write_text(cfg.read_text().replace('# partition = ""', f'partition = "{partition}"'))
+
+    return start_node(home, bootstrap, configure, slots=None)
 
 
 def main() -> None:
@@ -77,7 +57,8 @@ def main() -> None:
             t0 = time.monotonic()
             cli = subprocess.Popen([*EDGENODE, "fl", "start", "--bootstrap", boot, "--rounds", str(rounds),
                                     "--strategy", "fedavg", "--quorum", str(n), "--json"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
             assert cli.stdout is not None
             stamps: list[float] = []
             last: dict[str, float] = {}
@@ -88,10 +69,7 @@ def main() -> None:
             if rc != 0 or len(stamps) != rounds:
                 raise RuntimeError(f"fl start exited {rc} after {len(stamps)} rounds: {cli.stderr.read()[-2000:]}")
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait(60)
+            stop_nodes(procs)
     params = {"nodes": n, "rounds": rounds, "model": "digits", "strategy": "fedavg", "transport": "libp2p-tcp"}
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     emit("fl.swarm_round_s", round(median(gaps), 4), "s", **params)

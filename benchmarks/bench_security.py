@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import wasmtime
-from _common import emit, median, percentile
+from _common import emit, median, percentile, start_node, stop_nodes
 
 from edgenode import wire
 from edgenode.config import NodeConfig, NodeSection
@@ -49,8 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CAT_WAT = ROOT / "tests" / "node" / "cat.wat"
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+now_ms = SystemClock().now_ms
 
 
 async def _swarm(tmp: Path, sandbox: Sandbox, n: int) -> tuple[MemNetwork, Identity, list[Node]]:
@@ -161,27 +160,14 @@ async def _bench(quick: bool) -> None:
 
 def _start_node(home: Path, admin: Identity, serial: int, bootstrap: list[str]) -> tuple[subprocess.Popen[str], str]:
     """``edgenode run`` in swarm mode on 127.0.0.1 (init, certificate, config); its first listen address."""
-    subprocess.run([sys.executable, "-m", "edgenode", "init", "--home", str(home)], check=True, capture_output=True)
-    ident = Identity.load(home / "node.key")
-    (home / "swarm.cert").write_bytes(
-        issue_certificate(admin, ident.public_key, ("executor",), serial=serial, now_ms=now_ms() - 1000))
-    (home / "config.toml").write_text(f'[swarm]\nswarm_id = "{admin.peer_id}"\n')
-    cmd = [sys.executable, "-m", "edgenode", "run", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0",
-           "--quiet", "--slots", "2"]
-    if bootstrap:
-        cmd += ["--bootstrap", *bootstrap]
-    err = open(home / "stderr.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"node failed: {(home / 'stderr.log').read_text()[-1000:]}")
-        if line.startswith("listening "):
-            return proc, line.split()[-1]
-    raise RuntimeError("node did not start in 60 s")
+
+    def configure(home: Path) -> None:
+        ident = Identity.load(home / "node.key")
+        (home / "swarm.cert").write_bytes(
+            issue_certificate(admin, ident.public_key, ("executor",), serial=serial, now_ms=now_ms() - 1000))
+        (home / "config.toml").write_text(f'[swarm]\nswarm_id = "{admin.peer_id}"\n')
+
+    return start_node(home, bootstrap, configure)
 
 
 async def _p2p_member(admin: Identity, serial: int, addrs: list[str]) -> Submitter:
@@ -233,12 +219,7 @@ async def _bench_p2p(quick: bool) -> None:
                 await c.close()
                 await c.transport.stop()
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(60)
-                if p.stdout:
-                    p.stdout.close()
+            stop_nodes(procs)
 
 
 def _fuzz(quick: bool) -> None:

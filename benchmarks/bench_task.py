@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import wasmtime
-from _common import emit, percentile
+from _common import emit, percentile, start_node, stop_nodes
 
 from edgenode.config import NodeConfig, NodeSection
 from edgenode.identity import Identity
@@ -84,27 +83,6 @@ async def run_memnet(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
     report(lat, tp, nodes, "memnet")
 
 
-def start_node(home: Path, bootstrap: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
-    py = [sys.executable, "-m", "edgenode"]
-    subprocess.run([*py, "init", "--home", str(home)], check=True, capture_output=True)
-    cmd = [*py, "run", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0", "--quiet", "--slots", "2"]
-    if bootstrap:
-        cmd += ["--bootstrap", *bootstrap]
-    err = open(home / "stderr.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    addrs: list[str] = []
-    deadline = time.monotonic() + 60
-    while not addrs and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"node failed: {(home / 'stderr.log').read_text()[-1000:]}")
-        if line.startswith("listening "):
-            addrs.append(line.split()[-1])
-    return proc, addrs
-
-
 async def run_p2p(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
     wasm = bytes(wasmtime.wat2wasm(CAT_WAT.read_text()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,11 +90,11 @@ async def run_p2p(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
         try:
             first, boot = start_node(Path(tmp) / "n0", [])
             procs.append(first)
-            addrs = list(boot)
+            addrs = [boot]
             for i in range(1, nodes):
-                p, a = start_node(Path(tmp) / f"n{i}", boot)
+                p, a = start_node(Path(tmp) / f"n{i}", [boot])
                 procs.append(p)
-                addrs += a
+                addrs.append(a)
             ident = Identity.generate()
             t = P2PTransport(ident)
             await t.start()
@@ -126,12 +104,7 @@ async def run_p2p(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
             await sub.close()
             await t.stop()
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(60)
-                if p.stdout:
-                    p.stdout.close()
+            stop_nodes(procs)
     report(lat, tp, nodes, "p2p")
 
 

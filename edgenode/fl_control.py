@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from .errors import EdgenodeError, LocalError, RemoteError
 from .fl_config import FLSection, make_loader, train_config
 from .fl_service import FederatedService, ModelSink, Note, fl_topic
 from .identity import Identity
-from .net import GossipMessage, NetError, Transport
+from .net import GossipMessage, NetError, Transport, follow_gossip
 from .security import Refused, SwarmGuard
 from .tasks import Clock, SystemClock
 
@@ -216,15 +216,15 @@ class FLController:
             t.set_validator(FL_CONTROL_TOPIC, g.gate(self._valid_start))
             t.set_validator(FL_PROGRESS_TOPIC, g.gate(_is_sealed_progress))
             t.serve(FL_CONTROL_PROTOCOL, g.guard_handler("request", self._handle))
-        self._spawn(self._follow(t.subscribe(FL_CONTROL_TOPIC), self._on_control))
+        self._spawn(follow_gossip(t.subscribe(FL_CONTROL_TOPIC), self._on_control, log, "fl gossip"))
         # Subscribed so that progress reports are relayed through this node to the launcher.
-        self._spawn(self._follow(t.subscribe(FL_PROGRESS_TOPIC), _ignore))
+        self._spawn(follow_gossip(t.subscribe(FL_PROGRESS_TOPIC), _ignore, log, "fl gossip"))
         # Model topics stay subscribed between runs: gossipsub refuses to re-graft a mesh for a
         # while after a peer leaves a topic, so a run right after another would lose updates.
         from federated.models import MODEL_FACTORIES
 
         for model in sorted(MODEL_FACTORIES):
-            self._spawn(self._follow(t.subscribe(fl_topic(model)), _ignore))
+            self._spawn(follow_gossip(t.subscribe(fl_topic(model)), _ignore, log, "fl gossip"))
 
     async def stop(self) -> None:
         """Cancel the run in progress and stop following the topics."""
@@ -249,19 +249,6 @@ class FLController:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _follow(self, sub: AsyncIterator[GossipMessage], fn: Callable[[GossipMessage], Awaitable[None]]) -> None:
-        try:
-            async for msg in sub:
-                try:
-                    await fn(msg)
-                except RemoteError as exc:
-                    log.debug("bad fl gossip", extra={"sender": msg.sender, "error": str(exc)})
-        finally:
-            aclose = getattr(sub, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(NetError):
-                    await aclose()
 
     # -- commands -------------------------------------------------------------------
     def _valid_start(self, _sender: str, data: bytes) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ledger import ChainError, Entry, LedgerError, LedgerStore, MemoryLedgerStore
 
@@ -21,7 +21,7 @@ from .config import NodeConfig
 from .errors import EdgenodeError, RemoteError
 from .identity import Identity, public_key_from_peer_id
 from .metrics import NodeMetrics
-from .net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, Transport
+from .net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, Transport, follow_gossip
 from .protocol import (
     ADVERT_TOPIC,
     BID_TOPIC,
@@ -151,7 +151,7 @@ class Node:
             t.serve(LEDGER_PROTOCOL, g.guard_handler("request", self._handle_ledger))
         for topic, fn in ((ADVERT_TOPIC, self._on_advert), (WORK_TOPIC, self._on_offer), (HEAD_TOPIC, self._on_head)):
             t.set_validator(topic, _author_is_sender if g is None else g.gate(_author_is_sender))
-            self._spawn(self._follow(t.subscribe(topic), fn))
+            self._spawn(follow_gossip(t.subscribe(topic), fn, log))
         self.running = True
         for addr in bootstrap:
             try:
@@ -199,17 +199,6 @@ class Node:
             except NetError as exc:
                 log.debug("periodic step failed", extra={"error": str(exc)})
             await asyncio.sleep(period)
-
-    async def _follow(self, sub: AsyncIterator[GossipMessage], fn: Callable[[GossipMessage], Awaitable[None]]) -> None:
-        try:
-            async for msg in sub:
-                try:
-                    await fn(msg)
-                except RemoteError as exc:
-                    log.debug("bad gossip", extra={"sender": msg.sender, "error": str(exc)})
-        finally:
-            with contextlib.suppress(NetError):
-                await sub.aclose()  # type: ignore[attr-defined]
 
     # -- adverts --------------------------------------------------------------------
     def advert(self) -> Advert:
@@ -283,9 +272,14 @@ class Node:
                 return
             self.witnessed.add(msg.sender)
         self._syncing.add(msg.sender)
-        self._spawn(self._sync_quietly(msg.sender, head.height))
+        self._spawn(self.sync_quietly(msg.sender, head.height))
 
-    async def _sync_quietly(self, peer: str, height: int) -> None:
+    async def sync_quietly(self, peer: str, height: int) -> None:
+        """:meth:`sync_from` as a head announcement runs it: failures are logged, not raised.
+
+        A fork (``ChainError(reason="fork")``) is reported to the guard as an ``equivocation``
+        offence with its kept proof as evidence.
+        """
         try:
             await self.sync_from(peer, height)
         except ChainError as exc:

@@ -34,7 +34,16 @@ from .flower import (
     to_array_record,
     update_digest,
 )
-from .models import DenseModel, TrainConfig, export_onnx, logistic_regression, make_model, mlp, to_onnx_bytes
+from .models import (
+    DenseModel,
+    TrainConfig,
+    export_onnx,
+    logistic_regression,
+    make_model,
+    mlp,
+    to_onnx_bytes,
+    weights_to_onnx_bytes,
+)
 from .rounds import (
     GossipRound,
     LocalTrainer,
@@ -87,4 +96,5 @@ __all__ = [
     "to_array_record",
     "to_onnx_bytes",
     "update_digest",
+    "weights_to_onnx_bytes",
 ]

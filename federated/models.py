@@ -28,6 +28,7 @@ __all__ = [
     "MODEL_FACTORIES",
     "make_model",
     "to_onnx_bytes",
+    "weights_to_onnx_bytes",
     "export_onnx",
     "ONNX_INPUT",
     "ONNX_OUTPUT",
@@ -224,19 +225,26 @@ def make_model(name: str, *, seed: int = 0) -> DenseModel:
     return factory(seed)
 
 
-def to_onnx_bytes(model: DenseModel) -> bytes:
-    """The model as a serialised ONNX graph (Gemm/Relu/Softmax, opset 17, IR 8)."""
+def weights_to_onnx_bytes(weights: Sequence[npt.ArrayLike], *, name: str = "mlp") -> bytes:
+    """A dense network ``[W0, b0, W1, b1, ...]`` (``W``: in x out) as a serialised ONNX graph.
+
+    Gemm per layer, ReLU between layers, softmax out (opset 17, IR 8); input :data:`ONNX_INPUT`
+    ``float32[N, in]``, output :data:`ONNX_OUTPUT` ``float32[N, out]``. Weights that are not
+    ``W, b`` pairs raise :class:`FederatedLocalError`.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = model.get_weights()
+    if not weights or len(weights) % 2:
+        raise FederatedLocalError("weights must be pairs [W, b, ...]")
+    arrays = [np.asarray(w, dtype=np.float32) for w in weights]
     inits = []
     nodes = []
     cur = ONNX_INPUT
-    n_layers = len(weights) // 2
+    n_layers = len(arrays) // 2
     for i in range(n_layers):
-        inits.append(numpy_helper.from_array(weights[2 * i], f"W{i}"))
-        inits.append(numpy_helper.from_array(weights[2 * i + 1], f"b{i}"))
+        inits.append(numpy_helper.from_array(arrays[2 * i], f"W{i}"))
+        inits.append(numpy_helper.from_array(arrays[2 * i + 1], f"b{i}"))
         out = f"h{i}"
         nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"b{i}"], [out]))
         if i < n_layers - 1:
@@ -246,16 +254,21 @@ def to_onnx_bytes(model: DenseModel) -> bytes:
     nodes.append(helper.make_node("Softmax", [cur], [ONNX_OUTPUT], axis=1))
     graph = helper.make_graph(
         nodes,
-        model.name,
-        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["N", model.num_features])],
-        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, ["N", model.num_classes])],
+        name,
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["N", int(arrays[0].shape[0])])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, ["N", int(arrays[-1].shape[0])])],
         inits,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgenode-federated")
-    proto.ir_version = 8
+    proto.ir_version = 8  # loadable by the older onnxruntime builds of Jetson images
     onnx.checker.check_model(proto)
     data: bytes = proto.SerializeToString()
     return data
+
+
+def to_onnx_bytes(model: DenseModel) -> bytes:
+    """The model as a serialised ONNX graph (see :func:`weights_to_onnx_bytes`)."""
+    return weights_to_onnx_bytes(model.get_weights(), name=model.name)
 
 
 def export_onnx(model: DenseModel, path: str | Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ __all__ = [
     "EXIT_TASK_FAILED",
     "EXIT_NO_EXECUTOR",
     "EXIT_TIMEOUT",
+    "ExitCodes",
+    "exit_code_of",
+    "run_mapped",
     "add_home",
     "home_of",
     "print_json",
@@ -62,3 +66,20 @@ def fail(message: str, code: int = EXIT_ERROR) -> int:
     """Print a one-line error to stderr and return ``code``."""
     print(f"edgenode: error: {message}", file=sys.stderr)
     return code
+
+
+ExitCodes = Sequence[tuple[type[Exception], int]]
+"""(exception class, exit code) pairs; the first class that matches wins."""
+
+
+def exit_code_of(exc: BaseException, codes: ExitCodes) -> int | None:
+    """The exit code ``codes`` gives ``exc``, or None when no class in it matches."""
+    return next((code for cls, code in codes if isinstance(exc, cls)), None)
+
+
+def run_mapped(fn: Callable[[], int], codes: ExitCodes) -> int:
+    """``fn()``; an exception of a class in ``codes`` becomes a one-line error and its exit code."""
+    try:
+        return fn()
+    except tuple(cls for cls, _ in codes) as exc:
+        return fail(str(exc), exit_code_of(exc, codes) or EXIT_ERROR)

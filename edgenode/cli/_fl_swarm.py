@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from ..fl_launch import FLStalled, NoFLNode, RoundSummary, launch, make_start
 from ..net import Unreachable
 from ..tasks import Submitter, SystemClock
-from ._common import EXIT_NO_EXECUTOR, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE, fail, print_json
-from ._submit import _session
+from ._common import EXIT_NO_EXECUTOR, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE, ExitCodes, fail, print_json, run_mapped
+from ._peer import add_peer_options, peer_session
 
 __all__ = ["add_swarm_options", "start_on_swarm"]
 
@@ -19,16 +18,10 @@ __all__ = ["add_swarm_options", "start_on_swarm"]
 def add_swarm_options(p: argparse.ArgumentParser) -> None:
     """The options of ``fl start`` that select and drive a running swarm."""
     g = p.add_argument_group("on a running swarm (with --bootstrap)")
-    g.add_argument("--bootstrap", nargs="+", action="extend", default=None, metavar="MULTIADDR",
-                   help="node(s) of a running swarm to join through; without it a local memnet swarm runs")
-    g.add_argument("--key", type=Path, default=None, help="sign the start command with this key (default: ephemeral)")
-    g.add_argument("--home", type=Path, default=None, metavar="DIR",
-                   help="use this node home's key (node.key) and swarm certificate (swarm.cert, if any)")
-    g.add_argument("--cert", type=Path, default=None, metavar="FILE",
-                   help="swarm membership certificate for the key (swarm mode; role trainer or admin)")
-    g.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR",
-                   help="where this light peer listens (default /ip4/127.0.0.1/tcp/0)")
-    g.add_argument("--join-timeout", type=float, default=10.0, metavar="S", help="seconds to reach a bootstrap peer")
+    add_peer_options(g, required=False,
+                     bootstrap_help="node(s) of a running swarm to join through; without it a local memnet swarm runs",
+                     key_help="sign the start command with this key (default: ephemeral)",
+                     cert_help="swarm membership certificate for the key (swarm mode; role trainer or admin)")
     g.add_argument("--ack-timeout", type=float, default=15.0, metavar="S",
                    help="seconds for a node to accept the run before giving up (exit 6)")
     g.add_argument("--start-delay", type=float, default=2.0, metavar="S",
@@ -58,20 +51,20 @@ async def _start(args: argparse.Namespace) -> list[RoundSummary]:
         return await launch(sub.transport, sub.signer, start, peers=sub.transport.peers(), expected=nodes,
                             ack_timeout=args.ack_timeout, on_round=lambda s: _print(s, start.run_id, args.json))
 
-    return await _session(args, body)  # joins like `edgenode submit` (key, swarm certificate, bootstrap)
+    return await peer_session(args, body)  # joins like `edgenode submit` (key, swarm certificate, bootstrap)
 
 
 def start_on_swarm(args: argparse.Namespace) -> int:
     """``fl start --bootstrap``: exit 0 when every round was reported, 4/6/7 when unreachable/refused/stalled."""
     if args.save_onnx is not None:
         return fail("--save-onnx works only without --bootstrap (the nodes serve the model as 'digits')")
-    codes: tuple[tuple[type[Exception], int], ...] = (
-        (Unreachable, EXIT_UNREACHABLE), (NoFLNode, EXIT_NO_EXECUTOR), (FLStalled, EXIT_TIMEOUT))
-    try:
+    codes: ExitCodes = ((Unreachable, EXIT_UNREACHABLE), (NoFLNode, EXIT_NO_EXECUTOR), (FLStalled, EXIT_TIMEOUT))
+
+    def run() -> int:
         summaries = asyncio.run(_start(args))
-    except (Unreachable, NoFLNode, FLStalled) as exc:
-        return fail(str(exc), next(code for cls, code in codes if isinstance(exc, cls)))
-    if not args.json and summaries:
-        last: Any = summaries[-1]
-        print(f"done: {len(summaries)} rounds reported, final mean accuracy {last.accuracy_mean:.4f}")
-    return EXIT_OK
+        if not args.json and summaries:
+            last: Any = summaries[-1]
+            print(f"done: {len(summaries)} rounds reported, final mean accuracy {last.accuracy_mean:.4f}")
+        return EXIT_OK
+
+    return run_mapped(run, codes)

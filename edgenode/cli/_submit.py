@@ -5,17 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import SwarmSection
 from ..errors import LocalError
-from ..identity import KEY_FILE, Identity
 from ..net import Unreachable
-from ..net.p2p import P2PTransport
 from ..protocol import (
     KIND_INFER,
     KIND_WASM,
@@ -27,8 +22,7 @@ from ..protocol import (
     TaskTimeout,
 )
 from ..scheduler import SLA_COST, SLA_LATENCY
-from ..security import load_guard
-from ..tasks import Submitter, SystemClock, TaskOutcome, TaskRequest
+from ..tasks import Submitter, TaskOutcome, TaskRequest
 from ._common import (
     EXIT_NO_EXECUTOR,
     EXIT_OK,
@@ -36,10 +30,13 @@ from ._common import (
     EXIT_TASK_FAILED,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
+    ExitCodes,
+    exit_code_of,
     fail,
     print_json,
+    run_mapped,
 )
-from ._swarm import MEMBER_CERT
+from ._peer import add_peer_options, peer_session
 
 __all__ = ["register", "outcome_json"]
 
@@ -47,17 +44,10 @@ T = TypeVar("T")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap", nargs="+", action="extend", required=True, metavar="MULTIADDR",
-                   help="node(s) of the swarm to join through")
+    add_peer_options(p, required=True, bootstrap_help="node(s) of the swarm to join through",
+                     key_help="sign with this key file (default: an ephemeral key)",
+                     cert_help="swarm membership certificate for the key (swarm mode: payloads are encrypted)")
     p.add_argument("--json", action="store_true", help="print a JSON object (with the receipt and executor)")
-    p.add_argument("--key", type=Path, default=None, help="sign with this key file (default: an ephemeral key)")
-    p.add_argument("--home", type=Path, default=None, metavar="DIR",
-                   help="use this node home's key (node.key) and swarm certificate (swarm.cert, if any)")
-    p.add_argument("--cert", type=Path, default=None, metavar="FILE",
-                   help="swarm membership certificate for the key (swarm mode: payloads are encrypted)")
-    p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR",
-                   help="where this light peer listens (default /ip4/127.0.0.1/tcp/0)")
-    p.add_argument("--join-timeout", type=float, default=10.0, metavar="S", help="seconds to reach a bootstrap peer")
 
 
 def register(sub: Any) -> None:
@@ -103,29 +93,7 @@ def _read(path: Path) -> bytes:
         raise LocalError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-async def _session(args: argparse.Namespace, body: Callable[[Submitter], Awaitable[T]]) -> T:
-    home: Path | None = args.home
-    key: Path | None = args.key or (home / KEY_FILE if home is not None else None)
-    ident = Identity.load(key) if key else Identity.generate()
-    cert: Path | None = args.cert
-    if cert is None and home is not None and (home / MEMBER_CERT).exists():
-        cert = home / MEMBER_CERT
-    guard = None
-    if cert is not None:
-        guard = load_guard(ident, home or Path("."), SwarmSection(), SystemClock().now_ms, cert=cert)
-    transport = P2PTransport(ident, listen=[args.listen])
-    await transport.start()
-    sub = Submitter(ident, transport, guard=guard)
-    try:
-        await sub.join(args.bootstrap, timeout=args.join_timeout)
-        return await body(sub)
-    finally:
-        await sub.close()
-        with contextlib.suppress(RuntimeError):
-            await transport.stop()
-
-
-_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
+_EXIT_CODES: ExitCodes = (
     (Unreachable, EXIT_UNREACHABLE),
     (NoExecutor, EXIT_NO_EXECUTOR),
     (TaskTimeout, EXIT_TIMEOUT),
@@ -133,18 +101,6 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (InvalidReceipt, EXIT_REMOTE),
     (NoMajority, EXIT_REMOTE),
 )
-
-
-def _exit_code(exc: BaseException) -> int | None:
-    return next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)), None)
-
-
-def _guard(fn: Callable[[], int]) -> int:
-    """Map the task errors to the documented exit codes with one-line messages."""
-    try:
-        return fn()
-    except tuple(cls for cls, _ in _EXIT_CODES) as exc:
-        return fail(str(exc), _exit_code(exc) or EXIT_REMOTE)
 
 
 def outcome_json(out: TaskOutcome) -> dict[str, Any]:
@@ -221,7 +177,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return results
 
     def run() -> int:
-        results = asyncio.run(_session(args, body))
+        results = asyncio.run(peer_session(args, body))
         if len(results) == 1:
             res = results[0]
             if isinstance(res, BaseException):
@@ -233,7 +189,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         code = EXIT_OK
         for res in results:
             if isinstance(res, BaseException):
-                mapped = _exit_code(res)
+                mapped = exit_code_of(res, _EXIT_CODES)
                 if mapped is None:
                     raise res
                 code = max(code, fail(str(res), mapped))
@@ -241,7 +197,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 code = max(code, EXIT_TASK_FAILED)
         return code
 
-    return _guard(run)
+    return run_mapped(run, _EXIT_CODES)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -251,7 +207,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return await sub.submit(TaskRequest(KIND_INFER, args.model, data, deadline_ms=args.deadline_ms))
 
     def run() -> int:
-        out = asyncio.run(_session(args, body))
+        out = asyncio.run(peer_session(args, body))
         if not out.ok:
             return fail(f"inference failed: {out.stderr.decode('utf-8', 'replace')}", EXIT_TASK_FAILED)
         if args.output:
@@ -272,7 +228,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             print(npy_load(out.output))
         return EXIT_OK
 
-    return _guard(run)
+    return run_mapped(run, _EXIT_CODES)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -280,7 +236,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return await sub.status()
 
     def run() -> int:
-        ads = asyncio.run(_session(args, body))
+        ads = asyncio.run(peer_session(args, body))
         rows = [
             {
                 "peer_id": a.peer_id, "addrs": list(a.addrs), "capabilities": list(a.capabilities),
@@ -298,4 +254,4 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{len(rows)} node(s)")
         return EXIT_OK
 
-    return _guard(run)
+    return run_mapped(run, _EXIT_CODES)

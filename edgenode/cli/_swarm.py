@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import LocalError
 from ..identity import Identity, public_key_from_peer_id
 from ..security import ROLES, issue_certificate, issue_revocation, read_sealed_list
+from ..tasks import SystemClock
 from ._common import EXIT_OK, add_home, home_of, print_json
 
 __all__ = ["register", "cmd_push", "read_revocations", "ADMIN_KEY", "ISSUED_LOG", "MEMBER_CERT"]
@@ -119,7 +119,7 @@ def cmd_admit(args: argparse.Namespace) -> int:
     admin = _admin(home)
     member = public_key_from_peer_id(args.peer_id)
     roles = tuple(args.role or ["executor"])
-    now = int(time.time() * 1000)
+    now = SystemClock().now_ms()
     issued = _issued(home)
     serial = 1 + max((int(e["serial"]) for e in issued), default=0)
     expires = now + _duration_ms(args.expires)
@@ -141,7 +141,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     serials = [int(e["serial"]) for e in issued if e["peer_id"] == args.peer_id and not e.get("revoked")]
     if not serials:
         raise LocalError(f"no unrevoked certificate issued to {args.peer_id}")
-    now = int(time.time() * 1000)
+    now = SystemClock().now_ms()
     out: Path = args.out or Path(f"{args.peer_id}.revoke")
     blobs = [issue_revocation(admin, member, s, now_ms=now, reason=args.reason) for s in serials]
     out.write_bytes(b"".join(len(b).to_bytes(4, "big") + b for b in blobs))

@@ -10,14 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from federated.errors import FederatedLocalError
+from federated.models import ONNX_INPUT, ONNX_OUTPUT, weights_to_onnx_bytes
 
 __all__ = ["digits_dataset", "export_mlp_onnx", "train_digits_weights", "train_digits_model", "INPUT", "OUTPUT"]
 
-INPUT = "x"
+INPUT = ONNX_INPUT
 """Name of the model's input."""
-OUTPUT = "probs"
+OUTPUT = ONNX_OUTPUT
 """Name of the model's output."""
 
 
@@ -32,37 +33,13 @@ def digits_dataset() -> tuple[np.ndarray, np.ndarray]:
 def export_mlp_onnx(weights: Sequence[np.ndarray], *, name: str = "mlp") -> bytes:
     """ONNX bytes of a dense network ``[W1, b1, W2, b2, ...]`` (W: in x out), ReLU between layers, softmax out.
 
-    This is also the export path of federated models (numpy weights, as a Flower ArrayRecord carries).
+    The export path of federated models (:func:`federated.weights_to_onnx_bytes`); weights
+    that are not ``W, b`` pairs raise :class:`ValueError`.
     """
-    if not weights or len(weights) % 2:
-        raise ValueError("weights must be pairs [W, b, ...]")
-    inits, nodes, cur = [], [], INPUT
-    layers = len(weights) // 2
-    for i in range(layers):
-        w = np.asarray(weights[2 * i], dtype=np.float32)
-        b = np.asarray(weights[2 * i + 1], dtype=np.float32)
-        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-        out = f"h{i}"
-        nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"b{i}"], [out]))
-        if i < layers - 1:
-            nodes.append(helper.make_node("Relu", [out], [out + "r"]))
-            out += "r"
-        cur = out
-    nodes.append(helper.make_node("Softmax", [cur], [OUTPUT], axis=1))
-    n_in = int(np.asarray(weights[0]).shape[0])
-    n_out = int(np.asarray(weights[-1]).shape[0])
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", n_in])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", n_out])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgenode")
-    model.ir_version = 8  # loadable by the older onnxruntime builds of Jetson images
-    onnx.checker.check_model(model)
-    data: bytes = model.SerializeToString()
-    return data
+    try:
+        return weights_to_onnx_bytes(weights, name=name)
+    except FederatedLocalError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def train_digits_weights(*, hidden: int = 32, seed: int = 0) -> list[np.ndarray]:

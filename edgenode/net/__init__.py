@@ -15,6 +15,8 @@ from ._transport import (
     PeerEventKind,
     Transport,
     Validator,
+    blob_handler,
+    follow_gossip,
     sha256_hex,
 )
 
@@ -34,5 +36,7 @@ __all__ = [
     "Transport",
     "Unreachable",
     "Validator",
+    "blob_handler",
+    "follow_gossip",
     "sha256_hex",
 ]

@@ -12,11 +12,14 @@ application level (use :meth:`Transport.request`).
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from ..errors import RemoteError
 from ._errors import BlobMismatch, NetError
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "MemoryBlobStore",
     "BLOB_PROTOCOL",
     "sha256_hex",
+    "blob_handler",
+    "follow_gossip",
 ]
 
 BLOB_PROTOCOL = "/edgenode/blob/1"
@@ -56,6 +61,30 @@ class GossipMessage:
     sender: str
     """Peer id of the message's origin (not the peer that forwarded it)."""
     data: bytes
+
+
+async def follow_gossip(
+    sub: AsyncIterator[GossipMessage],
+    handle: Callable[[GossipMessage], Awaitable[None]],
+    logger: logging.Logger,
+    what: str = "gossip",
+) -> None:
+    """Hand every message of ``sub`` to ``handle`` until the stream ends or this task is cancelled.
+
+    A message whose handling raises :class:`~edgenode.errors.RemoteError` (the peer's fault) is
+    logged at debug level as ``bad <what>`` and dropped. ``sub`` is closed (unsubscribed) at the end.
+    """
+    try:
+        async for msg in sub:
+            try:
+                await handle(msg)
+            except RemoteError as exc:
+                logger.debug(f"bad {what}", extra={"sender": msg.sender, "error": str(exc)})
+    finally:
+        aclose = getattr(sub, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(NetError):
+                await aclose()
 
 
 class PeerEventKind(Enum):
@@ -92,6 +121,19 @@ class MemoryBlobStore(BlobStore):
         digest = sha256_hex(data)
         self._blobs[digest] = bytes(data)
         return digest
+
+
+def blob_handler(store: BlobStore) -> Handler:
+    """The :data:`BLOB_PROTOCOL` handler: the request is a sha256 hex digest, the response its blob."""
+
+    async def handler(_sender: str, req: bytes) -> bytes:
+        digest = req.decode("ascii", "replace")
+        blob = store.get(digest)
+        if blob is None:
+            raise KeyError(f"no blob {digest}")
+        return blob
+
+    return handler
 
 
 class Transport(abc.ABC):
@@ -173,14 +215,7 @@ class Transport(abc.ABC):
     def serve_blobs(self, store: BlobStore) -> None:
         """Serve ``store``'s blobs to peers on :data:`BLOB_PROTOCOL`."""
 
-        async def handler(_sender: str, req: bytes) -> bytes:
-            digest = req.decode("ascii", "replace")
-            blob = store.get(digest)
-            if blob is None:
-                raise KeyError(f"no blob {digest}")
-            return blob
-
-        self.serve(BLOB_PROTOCOL, handler)
+        self.serve(BLOB_PROTOCOL, blob_handler(store))
 
     async def fetch_blob(self, peer: str, digest: str, timeout: float = 30.0) -> bytes:
         """Fetch the blob named ``digest`` (sha256 hex) from ``peer``, verified before return."""
@@ -189,5 +224,3 @@ class Transport(abc.ABC):
         if got != digest:
             raise BlobMismatch(f"peer {peer} sent a blob hashing to {got}, not {digest}")
         return data
-
-

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import PolicySection, SwarmSection
+from ..errors import LocalError
 from ..identity import Identity, public_key_from_peer_id
 from ._errors import PolicyError
 from ._policy import LocalPolicy
@@ -73,7 +74,7 @@ def load_guard(
                           "get one with `edgenode swarm admit`") from exc
     try:
         swarm = public_key_from_peer_id(sec.swarm_id) if sec.swarm_id else None
-    except Exception as exc:
+    except LocalError as exc:
         raise PolicyError(f"[swarm] swarm_id is not a peer id: {sec.swarm_id!r}") from exc
     revocations = [r for f in sec.revocations for r in read_sealed_list(home / f)]
     return SwarmGuard(identity, sealed, now_ms, swarm=swarm, policy=policy_from_config(sec.policy),

@@ -25,7 +25,7 @@ from typing import Any
 from .. import wire
 from ..errors import DecodeError, EdgenodeError, LocalError, SignatureError
 from ..identity import Identity, public_key_from_peer_id
-from ..net import BlobStore, Handler, NetError, PeerEventKind, Transport, Validator
+from ..net import BlobStore, Handler, NetError, PeerEventKind, Transport, Validator, blob_handler
 from ._abuse import AbuseGuard
 from ._errors import PolicyError, Refused
 from ._membership import Member, MembershipCert, MembershipView, Revocation
@@ -465,14 +465,7 @@ class SwarmGuard:
     def guard_blobs(self, store: BlobStore) -> Handler:
         """The blob handler (as :meth:`Transport.serve_blobs` serves it) behind :meth:`admit_request`."""
 
-        async def handler(_sender: str, req: bytes) -> bytes:
-            digest = req.decode("ascii", "replace")
-            blob = store.get(digest)
-            if blob is None:
-                raise KeyError(f"no blob {digest}")
-            return blob
-
-        return self.guard_handler("blob", handler)
+        return self.guard_handler("blob", blob_handler(store))
 
 
 def _peer_of(key: bytes) -> str:

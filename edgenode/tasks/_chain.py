@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from ledger import Entry, LedgerError, LedgerStore, MemoryLedgerStore, build_entry
+from ledger import Entry, Ledger, LedgerError, LedgerStore
 
 from ..errors import LocalError
 from ..wire import Signer
@@ -21,7 +21,7 @@ class Appended:
 
 
 class ChainWriter:
-    """Appends entries to this node's chain in ``store``.
+    """Appends entries to this node's chain in ``store``, through a :class:`ledger.Ledger`.
 
     Concurrent :meth:`append` calls that arrive while a write is in flight are
     batched into the next transaction, so the ledger keeps up with many slots.
@@ -31,6 +31,7 @@ class ChainWriter:
         self.store = store
         self.signer = signer
         self.clock = clock
+        self._ledger = Ledger(store, signer)
         self._head: Entry | None = None
         self._loaded = False
         self._pending: list[tuple[str, bytes, asyncio.Future[Appended]]] = []
@@ -38,7 +39,7 @@ class ChainWriter:
 
     async def head(self) -> Entry | None:
         if not self._loaded:
-            self._head = await self.store.head(self.signer.public_key)
+            self._head = await self._ledger.head()
             self._loaded = True
         return self._head
 
@@ -61,21 +62,14 @@ class ChainWriter:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            head = await self.head()
-            made: list[Appended] = []
-            for kind, body, _ in batch:
-                ts = self.clock.now_ms() if head is None else max(self.clock.now_ms(), head.timestamp_ms)
-                entry = build_entry(self.signer, head, kind, body, ts)
-                made.append(Appended(entry, head))
-                head = entry
             try:
-                if isinstance(self.store, MemoryLedgerStore):
-                    # MemoryLedgerStore._write refuses two entries of one author in one batch
-                    # (it checks each against the chain before the batch); one at a time there.
-                    for m in made:
-                        await self.store.append(m.entry)
-                else:
-                    await self.store.append_many([m.entry for m in made])
+                prev = await self.head()
+                built = await self._ledger.append_batch((kind, body, self.clock.now_ms()) for kind, body, _ in batch)
+                first = built[0]
+                if first.seq == 1:
+                    prev = None
+                elif prev is None or prev.hash != first.prev:  # the stored head was not ours: read it
+                    prev = await self.store.get(self._ledger.author, first.seq - 1)
             except LedgerError as exc:
                 self._loaded = False  # re-read the stored head before building on it again
                 err = LocalError(f"ledger write failed: {exc}")
@@ -83,7 +77,7 @@ class ChainWriter:
                     if not fut.done():
                         fut.set_exception(err)
                 continue
-            self._head = head
-            for m, (_, _, fut) in zip(made, batch, strict=True):
+            self._head = built[-1]
+            for entry, before, (_, _, fut) in zip(built, [prev, *built[:-1]], batch, strict=True):
                 if not fut.done():
-                    fut.set_result(m)
+                    fut.set_result(Appended(entry, before))

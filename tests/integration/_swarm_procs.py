@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 EDGENODE = [sys.executable, "-m", "edgenode"]
@@ -65,11 +66,17 @@ class Lines:
 class NodeProc:
     """``edgenode run`` in a fresh home on 127.0.0.1."""
 
-    def __init__(self, home: Path, bootstrap: list[str] | None = None, slots: int = 2) -> None:
+    def __init__(self, home: Path, bootstrap: list[str] | None = None, slots: int | None = 2,
+                 configure: Callable[[str], str] | None = None) -> None:
+        """``slots=None`` leaves the config's; ``configure`` rewrites config.toml's text before the start."""
         self.home = home
         subprocess.run([*EDGENODE, "init", "--home", str(home)], check=True, capture_output=True, env=env())
-        cmd = [*EDGENODE, "run", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0", "--quiet",
-               "--slots", str(slots)]
+        if configure is not None:
+            cfg = home / "config.toml"
+            cfg.write_text(configure(cfg.read_text()))
+        cmd = [*EDGENODE, "run", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0", "--quiet"]
+        if slots is not None:
+            cmd += ["--slots", str(slots)]
         if bootstrap:
             cmd += ["--bootstrap", *bootstrap]
         self.stderr = open(home / "stderr.log", "w")  # noqa: SIM115

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-from _swarm_procs import EDGENODE, Lines, NodeProc, cli, env
+from _swarm_procs import NodeProc, cli
 
 from edgenode.cli._common import EXIT_NO_EXECUTOR, EXIT_OK, EXIT_UNREACHABLE
 from edgenode.inference import ModelRegistry
@@ -19,29 +18,12 @@ class FLNodeProc(NodeProc):
     """``edgenode run`` whose ``[fl]`` section is edited in config.toml before it starts."""
 
     def __init__(self, home: Path, partition: str, bootstrap: list[str] | None = None, enabled: bool = True) -> None:
-        subprocess.run([*EDGENODE, "init", "--home", str(home)], check=True, capture_output=True, env=env())
-        cfg = home / "config.toml"
-        text = cfg.read_text()
-        assert '# partition = ""' in text and "# enabled = true" in text
-        text = text.replace('# partition = ""', f'partition = "{partition}"')
-        cfg.write_text(text.replace("# enabled = true", f"enabled = {str(enabled).lower()}"))
-        self.home = home
-        cmd = [*EDGENODE, "run", "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0", "--quiet"]
-        if bootstrap:
-            cmd += ["--bootstrap", *bootstrap]
-        self.stderr = open(home / "stderr.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env())
-        self.lines = Lines(self.proc)
-        self.peer_id = ""
-        self.addrs: list[str] = []
-        while not self.addrs:
-            line = self.lines.next(60)
-            if line is None:
-                raise RuntimeError(f"node exited: {(home / 'stderr.log').read_text()[-2000:]}")
-            if line.startswith("peer id "):
-                self.peer_id = line.split()[-1]
-            elif line.startswith("listening "):
-                self.addrs.append(line.split()[-1])
+        def configure(text: str) -> str:
+            assert '# partition = ""' in text and "# enabled = true" in text
+            text = text.replace('# partition = ""', f'partition = "{partition}"')
+            return text.replace("# enabled = true", f"enabled = {str(enabled).lower()}")
+
+        super().__init__(home, bootstrap, slots=None, configure=configure)
 
 
 @pytest.mark.slow

@@ -29,33 +29,27 @@ async def connect_all(nodes: list[Transport]) -> None:
 
 
 @asynccontextmanager
-async def mem_swarm(n: int, connected: bool = True) -> AsyncIterator[list[Transport]]:
+async def running(nodes: list[Transport], connected: bool) -> AsyncIterator[list[Transport]]:
+    """Start ``nodes`` (and connect every pair when ``connected``); stop them all on exit."""
+    try:
+        for t in nodes:
+            await t.start()
+        if connected:
+            await connect_all(nodes)
+        yield nodes
+    finally:
+        for t in nodes:
+            await t.stop()
+
+
+def mem_swarm(n: int, connected: bool = True) -> AbstractAsyncContextManager[list[Transport]]:
     net = MemNetwork(seed=7)
-    nodes: list[Transport] = [net.add_node(Identity.generate()) for _ in range(n)]
-    try:
-        for t in nodes:
-            await t.start()
-        if connected:
-            await connect_all(nodes)
-        yield nodes
-    finally:
-        for t in nodes:
-            await t.stop()
+    return running([net.add_node(Identity.generate()) for _ in range(n)], connected)
 
 
-@asynccontextmanager
-async def p2p_swarm(n: int, connected: bool = True) -> AsyncIterator[list[Transport]]:
+def p2p_swarm(n: int, connected: bool = True) -> AbstractAsyncContextManager[list[Transport]]:
     """Real py-libp2p hosts in this process, on 127.0.0.1 only."""
-    nodes: list[Transport] = [P2PTransport(Identity.generate(), listen=["/ip4/127.0.0.1/tcp/0"]) for _ in range(n)]
-    try:
-        for t in nodes:
-            await t.start()
-        if connected:
-            await connect_all(nodes)
-        yield nodes
-    finally:
-        for t in nodes:
-            await t.stop()
+    return running([P2PTransport(Identity.generate(), listen=["/ip4/127.0.0.1/tcp/0"]) for _ in range(n)], connected)
 
 
 FACTORIES: dict[str, SwarmFactory] = {

@@ -9,7 +9,7 @@ import pytest
 
 from edgenode.identity import Identity
 from edgenode.tasks import ChainWriter, SystemClock
-from ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore, verify_store
+from ledger import Ledger, LedgerStore, MemoryLedgerStore, SqliteLedgerStore, verify_store
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
@@ -30,3 +30,15 @@ async def test_concurrent_appends_make_one_chain(tmp_path: Path, kind: str) -> N
     head = await store.head(ident.public_key)
     assert head is not None and head.seq == 50
     await store.close()
+
+
+async def test_append_builds_on_the_stored_head_and_names_it_as_prev() -> None:
+    store = MemoryLedgerStore()
+    ident = Identity.generate()
+    w = ChainWriter(store, ident, SystemClock())
+    first = await w.append("task_result", b"one")
+    assert first.prev is None and first.entry.seq == 1
+    other = await Ledger(store, ident).append("task_result", b"written elsewhere", first.entry.timestamp_ms)
+    nxt = await w.append("task_result", b"two")
+    assert nxt.entry.seq == 3 and nxt.prev == other
+    assert w.height == 3 and (await verify_store(store)).ok

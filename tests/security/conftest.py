@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,7 @@ def sandbox() -> Any:
     sb.close()
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+now_ms = SystemClock().now_ms
 
 
 @dataclass

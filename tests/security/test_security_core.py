@@ -26,6 +26,7 @@ from edgenode.security import (
     issue_certificate,
     issue_revocation,
 )
+from edgenode.tasks import SystemClock
 
 ADMIN = Identity(bytes([1]) * 32)
 MEMBER = Identity(bytes([2]) * 32)
@@ -154,22 +155,18 @@ def test_swarm_cli_create_admit_revoke(tmp_path: Path, monkeypatch: pytest.Monke
     assert main(["swarm", "admit", "--home", str(home), MEMBER.peer_id, "--role", "submitter", "--expires", "1h"]) == 0
     sealed = (tmp_path / f"{MEMBER.peer_id}.cert").read_bytes()
     view = MembershipView(admin.public_key)
-    member = view.check(MEMBER.public_key, sealed, view_now := _now_ms())
+    member = view.check(MEMBER.public_key, sealed, view_now := SystemClock().now_ms())
     assert member.roles == ("submitter",) and member.expires_ms > view_now
     assert main(["swarm", "revoke", "--home", str(home), MEMBER.peer_id]) == 0
     from edgenode.cli._swarm import read_revocations
 
     for rev in read_revocations(tmp_path / f"{MEMBER.peer_id}.revoke"):
         view.add_revocation(rev)
-    assert reason(lambda: view.check(MEMBER.public_key, sealed, _now_ms())) == "revoked"
+    assert reason(lambda: view.check(MEMBER.public_key, sealed, SystemClock().now_ms())) == "revoked"
     assert main(["swarm", "admit", "--home", str(home), "not-a-peer-id"]) == 1
     assert main(["swarm", "admit", "--home", str(home), MEMBER.peer_id, "--expires", "soon"]) == 1
 
 
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
 
 
 def test_decoders_reject_cert_as_revocation() -> None:

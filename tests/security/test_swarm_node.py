@@ -286,7 +286,7 @@ async def test_equivocating_member_is_banned_with_evidence(swarm_factory: SwarmF
 
     a.transport.serve(LEDGER_PROTOCOL, lying)
     evidence_at_c = c.transport.subscribe(EVIDENCE_TOPIC)
-    await b._sync_quietly(a.peer_id, head.seq + 1)
+    await b.sync_quietly(a.peer_id, head.seq + 1)
     assert b.guard is not None and b.guard.abuse.is_banned(a.peer_id, now_ms() / 1000.0)
     (ev,) = [e for e in b.guard.evidence if e.offence == "equivocation"]
     proof = EquivocationProof.from_bytes(ev.proof)
