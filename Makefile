@@ -10,7 +10,7 @@ setup:
 	@./scripts/setup.sh
 
 demo: setup
-	$(VENV)/bin/edgenode demo
+	$(VENV)/bin/simnet demo
 
 lint: setup
 	$(VENV)/bin/ruff check edgenode ledger federated simnet tests benchmarks

@@ -1,0 +1,129 @@
+"""simnet figures: wall time and peak RSS of large swarms, plus the demo report's figures.
+
+    python benchmarks/bench_simnet.py            # 1,000 memnet nodes, the demo scenario, 50 libp2p nodes
+    python benchmarks/bench_simnet.py --quick    # 100 memnet nodes and a short demo (smoke run)
+
+Each figure is one JSON line: simnet.wall_s and simnet.peak_rss_mb (params: nodes, transport),
+then every figure of the demo report (simnet.task_latency_p99_ms, simnet.fl_accuracy, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import emit
+
+from simnet import default_scenario, parse_scenario, run_scenario
+from simnet._swarm import make_backend
+
+SCALE = {
+    "swarm": {
+        "name": "scale", "nodes": 1000, "seed": 1, "duration_s": 20.0, "drain_s": 15.0,
+        "ledger": "memory", "advert_s": 10.0, "replicate": False,
+    },
+    "links": {"lan": {"latency_ms": 2.0, "jitter_ms": 1.0}, "wifi": {"latency_ms": 8.0, "jitter_ms": 4.0}},
+    "profiles": {"pi": {"share": 0.7, "slots": 1, "link": "wifi", "speed": 0.25}, "laptop": {"share": 0.3, "slots": 4}},
+    "workload": {"rate_per_s": 50.0, "submitters": 4, "start_s": 1.0,
+                 "mix": [{"task": "echo", "deadline_ms": 2000}, {"task": "spin", "sla": "cost", "deadline_ms": 4000}]},
+    "faults": [{"at_s": 8.0, "kind": "kill", "count": 50, "duration_s": 6.0}],
+}  # fmt: skip
+
+
+def _child(table: str) -> None:
+    """Run one scenario in this process and print its summary as JSON (peak RSS included)."""
+    sc = parse_scenario(json.loads(table))
+    t0 = time.perf_counter()
+    res = asyncio.run(run_scenario(sc, make_backend(sc)))
+    wall = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"wall_s": wall, "peak_rss_mb": rss_mb, "invariants": res.invariants_hold,
+           "figures": [f.as_json() for f in res.figures]}  # fmt: skip
+    sys.stdout.write("SIMNET-RESULT " + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip the interpreter teardown (see simnet.cli.main)
+
+
+def _run_child(table: dict[str, Any], timeout: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(table)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    for line in proc.stdout.splitlines():
+        if line.startswith("SIMNET-RESULT "):
+            res: dict[str, Any] = json.loads(line[len("SIMNET-RESULT ") :])
+            return res
+    raise RuntimeError(f"scenario failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+
+
+def scale(nodes: int, transport: str, duration: float, rate: float) -> None:
+    table = json.loads(json.dumps(SCALE))
+    table["swarm"].update(nodes=nodes, transport=transport, duration_s=duration)
+    table["workload"]["rate_per_s"] = rate
+    table["faults"][0]["count"] = max(1, nodes // 20)
+    if transport == "libp2p":  # submitters learn adverts by gossip instead of dialling every host
+        table["swarm"].update(follow_adverts=True, advert_s=5.0)
+    res = _run_child(table, timeout=900)
+    emit("simnet.wall_s", round(float(res["wall_s"]), 2), "s", nodes=nodes, transport=transport, duration_s=duration)
+    emit(
+        "simnet.peak_rss_mb",
+        round(float(res["peak_rss_mb"]), 1),
+        "MB",
+        nodes=nodes,
+        transport=transport,
+        process="driver",
+    )
+    figs = {f["name"]: f["value"] for f in res["figures"] if not f["params"].get("sla")}
+    for f in res["figures"]:
+        if f["name"] in ("simnet.task_latency_p50_ms", "simnet.task_latency_p99_ms"):
+            emit(
+                f["name"], f["value"], "ms", nodes=nodes, transport=transport, scenario="scale", sla=f["params"]["sla"]
+            )
+    units = {"simnet.throughput_per_s": "tasks/s"}
+    for name in ("simnet.tasks_submitted", "simnet.tasks_ok", "simnet.tasks_lost", "simnet.throughput_per_s"):
+        emit(name, figs[name], units.get(name, "tasks"), nodes=nodes, transport=transport, scenario="scale")
+
+
+def demo(quick: bool) -> None:
+    sc = default_scenario()
+    if quick:
+        sc = sc.with_overrides(duration_s=8.0)
+    res = _run_child(dataclasses.asdict(sc) | {"faults": [dataclasses.asdict(f) for f in sc.faults]}, timeout=900)
+    for f in res["figures"]:
+        print(json.dumps(f))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small swarms, short runs")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--only", choices=("mem", "demo", "libp2p"), help="run one part")
+    args = p.parse_args()
+    if args.child:
+        _child(args.child)
+        return
+    if args.only in (None, "mem"):
+        scale(100 if args.quick else 1000, "mem", 5.0 if args.quick else 20.0, 20.0)
+    if args.only in (None, "demo"):
+        demo(args.quick)
+    if args.only in (None, "libp2p"):
+        try:
+            scale(10 if args.quick else 50, "libp2p", 5.0 if args.quick else 15.0, 10.0)
+        except RuntimeError as exc:
+            print(f"libp2p scale run failed: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

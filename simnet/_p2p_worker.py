@@ -1,0 +1,230 @@
+"""A worker process of the libp2p backend: one group of real nodes on real libp2p hosts.
+
+Started by :class:`simnet._p2p.P2PSwarm` as ``python -m simnet._p2p_worker CONFIG_JSON``.
+It prints ``READY {index: [addrs]}`` once its nodes listen, then follows JSON
+commands on stdin, one a line, answering on stdout:
+
+* ``{"op": "connect", "addrs": [...], "k": 4}``: each node dials ``k`` of the addresses;
+* ``{"op": "kill"|"restart", "nodes": [...]}``: stop a node (its ledger file stays) / bring it
+  back on a fresh host with the same key and ledger;
+* ``{"op": "byzantine", "nodes": [...], "behaviour": "..."}``;
+* ``{"op": "collect"}``: answers ``COLLECTED [ledger states]``;
+* ``{"op": "stop"}``: stops every node and exits.
+
+Each gossip probe a node receives is reported as ``PROBE <msg_id> <peer_id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgenode import wire
+from edgenode.config import NodeConfig, NodeSection
+from edgenode.errors import EdgenodeError
+from edgenode.identity import Identity
+from edgenode.net import Transport
+from edgenode.net.p2p import P2PTransport
+from edgenode.node import Node, NodeTiming
+from edgenode.protocol import RESULT_KIND, TaskRecord
+from ledger import ChainError, SqliteLedgerStore, verify_chain
+
+from ._byzantine import ByzantineTransport, replay_specs, spam_burst
+from ._engines import NodeInfer, NodeWasm, SharedEngines
+
+__all__ = ["main"]
+
+PROBE_TOPIC = "simnet/probe/1"
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class _Group:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.root = Path(cfg["workdir"])
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.engines = SharedEngines(self.root, models=bool(cfg["models"]))
+        self.nodes: dict[int, Node] = {}
+        self.byz: dict[int, ByzantineTransport] = {}
+        self.probes: list[asyncio.Task[None]] = []
+        self.addrs: list[str] = []
+        self.bg: list[asyncio.Task[None]] = []
+
+    def _ident(self, i: int) -> Identity:
+        return Identity(bytes.fromhex(self.cfg["seeds"][str(i)]))
+
+    async def _make(self, i: int) -> Node:
+        p = self.cfg["profiles"][str(i)]
+        ident = self._ident(i)
+        t: Transport = P2PTransport(ident, listen=["/ip4/127.0.0.1/tcp/0"])
+        if i in self.cfg["byzantine"]:
+            bz = ByzantineTransport(t, ident)
+            bz.behaviours = self.byz[i].behaviours if i in self.byz else set()
+            self.byz[i] = bz
+            t = bz
+        store = await SqliteLedgerStore.open(self.root / f"node{i:05d}.db", synchronous="NORMAL")
+        models = [self.engines.digits_hash] if p["models"] and self.engines.digits_hash else []
+        node = Node(
+            ident,
+            NodeConfig(node=NodeSection(slots=p["slots"], queue=p["queue"], cost_class=p["cost_class"])),
+            t,
+            store,
+            NodeWasm(self.engines, p["speed"]),
+            NodeInfer(self.engines, models, p["providers"], p["speed"]),
+            timing=NodeTiming(advert_s=self.cfg["advert_s"], head_s=1.0, drain_s=5.0),
+            replicate=self.cfg["replicate"],
+        )
+        await node.start()
+        self.probes.append(asyncio.create_task(self._probe(node)))
+        return node
+
+    async def _probe(self, node: Node) -> None:
+        async for msg in node.transport.subscribe(PROBE_TOPIC):
+            _out(f"PROBE {msg.data.decode('ascii', 'replace')} {node.peer_id}")
+
+    async def start(self) -> None:
+        idx = [int(i) for i in self.cfg["seeds"]]
+        made = await asyncio.gather(*(self._make(i) for i in idx))
+        self.nodes = dict(zip(idx, made, strict=True))
+        _out("READY " + json.dumps({str(i): n.transport.listen_addrs for i, n in self.nodes.items()}))
+
+    async def connect(self, addrs: list[str], k: int) -> None:
+        rng = random.Random(self.cfg["seed"])
+        self.addrs = addrs
+
+        async def dial(node: Node) -> None:
+            mine = set(node.transport.listen_addrs)
+            for a in rng.sample([a for a in addrs if a not in mine], min(k, len(addrs) - 1)):
+                with contextlib.suppress(EdgenodeError):
+                    await node.transport.connect(a, timeout=10.0)
+
+        await asyncio.gather(*(dial(n) for n in self.nodes.values()))
+        _out("CONNECTED")
+
+    async def kill(self, nodes: list[int]) -> None:
+        for i in nodes:
+            node = self.nodes.get(i)
+            if node is not None and node.running:
+                with contextlib.suppress(EdgenodeError):
+                    await node.stop()
+
+    async def restart(self, nodes: list[int]) -> None:
+        for i in nodes:
+            node = self.nodes.get(i)
+            if node is None or node.running:
+                continue
+            self.nodes[i] = new = await self._make(i)
+            rng = random.Random(i)
+            for a in rng.sample(self.addrs, min(4, len(self.addrs))):
+                with contextlib.suppress(EdgenodeError):
+                    await new.transport.connect(a, timeout=5.0)
+
+    def byzantine(self, nodes: list[int], behaviour: str, targets: list[str]) -> None:
+        for i in nodes:
+            bz = self.byz.get(i)
+            if bz is None:
+                continue
+            bz.behaviours.add(behaviour)
+            if behaviour == "spam":
+                self.bg.append(asyncio.create_task(self._spam(bz, targets)))
+            elif behaviour == "replay":
+                self.bg.append(asyncio.create_task(self._replay(bz, targets)))
+
+    async def _spam(self, bz: ByzantineTransport, victims: list[str]) -> None:
+        while True:
+            await spam_burst(bz, victims[:8], n=10)
+            await asyncio.sleep(0.2)
+
+    async def _replay(self, bz: ByzantineTransport, targets: list[str]) -> None:
+        rng = random.Random(0xBAD)
+        while True:
+            await replay_specs(bz, targets, rng)
+            await asyncio.sleep(0.3)
+
+    async def collect(self) -> list[dict[str, Any]]:
+        out = []
+        for i, node in sorted(self.nodes.items()):
+            with contextlib.suppress(EdgenodeError):
+                await node.chain.flush()
+            store = node.store
+            head = await store.head(node.identity.public_key)
+            height = 0 if head is None else head.seq
+            entries = await store.range(node.identity.public_key, 1, height) if height else []
+            ok, detail = True, ""
+            try:
+                verify_chain(entries)
+                if len(entries) != height:
+                    ok, detail = False, f"{len(entries)} entries for height {height}"
+            except ChainError as exc:
+                ok, detail = False, str(exc)
+            tids = []
+            for e in entries:
+                if e.kind == RESULT_KIND and e.body is not None:
+                    with contextlib.suppress(EdgenodeError):
+                        tids.append(wire.from_bytes(TaskRecord, e.body).task_id)
+            counts = dict(node.executor.counts)
+            byz = dict(self.byz[i].counts) if i in self.byz else {}
+            out.append(
+                {
+                    "index": i, "peer": node.peer_id, "height": height, "verified": ok, "detail": detail,
+                    "task_ids": tids, "forks": len(await store.forks()), "byzantine": i in self.byz,
+                    "counters": node.transport.counters, "executor": counts, "byz": byz,
+                }
+            )  # fmt: skip
+        return out
+
+    async def stop(self) -> None:
+        for t in [*self.bg, *self.probes]:
+            t.cancel()
+        for node in self.nodes.values():
+            with contextlib.suppress(EdgenodeError):
+                await node.stop()
+        self.engines.close()
+
+
+async def _serve(cfg: dict[str, Any]) -> None:
+    group = _Group(cfg)
+    await group.start()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        cmd = json.loads(line)
+        op = cmd["op"]
+        if op == "connect":
+            await group.connect(cmd["addrs"], cmd["k"])
+        elif op == "kill":
+            await group.kill(cmd["nodes"])
+        elif op == "restart":
+            await group.restart(cmd["nodes"])
+        elif op == "byzantine":
+            group.byzantine(cmd["nodes"], cmd["behaviour"], cmd["targets"])
+        elif op == "collect":
+            _out("COLLECTED " + json.dumps(await group.collect()))
+        elif op == "stop":
+            break
+    await group.stop()
+    _out("STOPPED")
+
+
+def main() -> None:
+    asyncio.run(_serve(json.loads(sys.argv[1])))
+    sys.stdout.flush()
+    os._exit(0)  # skip the teardown that can abort in wasmtime's runtime threads
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""The memnet backend: real :class:`edgenode.node.Node` objects on the in-process network.
+
+Every executor is the node code that runs on a board: the real executor,
+admission, ledger chain (SQLite or memory store), signed adverts and receipts,
+the real wasmtime sandbox and onnxruntime (shared, see :mod:`simnet._engines`).
+Submitters are the real :class:`edgenode.tasks.Submitter`.  Only the network
+is simulated (:class:`edgenode.net.memnet.MemNetwork`: links, loss,
+partitions, crashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from edgenode import wire
+from edgenode.config import NodeConfig, NodeSection
+from edgenode.errors import EdgenodeError
+from edgenode.identity import Identity
+from edgenode.net import GossipMessage, NetError, Transport
+from edgenode.net.memnet import LinkSpec, MemNetwork
+from edgenode.node import Node, NodeTiming
+from edgenode.protocol import (
+    ADVERT_TOPIC,
+    HEAD_TOPIC,
+    RESULT_KIND,
+    WORK_TOPIC,
+    InvalidReceipt,
+    NoExecutor,
+    NoMajority,
+    SpecExpired,
+    TaskLimits,
+    TaskRecord,
+    TaskTimeout,
+)
+from edgenode.tasks import Submitter
+from edgenode.tasks import TaskRequest as NodeTaskRequest
+from ledger import ChainError, LedgerStore, MemoryLedgerStore, SqliteLedgerStore, verify_chain
+
+from ._backend import FLRound, LedgerState, SwarmBackend, SwarmState, TaskOutcome, TaskRequest
+from ._byzantine import ByzantineTransport, replay_specs, spam_burst
+from ._engines import NodeInfer, NodeWasm, SharedEngines, expected_output, task_shape
+from ._errors import SimnetError
+from ._faults import FaultAction, FaultSchedule
+from ._fl import FLParticipant, centralized_accuracy, run_gossip_fl
+from ._scenario import FLSection, LinkClass, Scenario
+from ._wrap import CURRENT_TASK, QuietTransport, RecordingTransport
+
+__all__ = ["MemSwarm", "make_backend", "PROBE_TOPIC", "assign_profiles", "pair_link"]
+
+PROBE_TOPIC = "simnet/probe/1"
+"""Gossip topic of the delivery probes."""
+
+
+def assign_profiles(scenario: Scenario) -> list[str]:
+    """Each executor's profile name: shares by largest remainder, shuffled with the seed."""
+    n = scenario.swarm.nodes
+    names = sorted(scenario.profiles)
+    total = sum(scenario.profiles[p].share for p in names)
+    exact = [scenario.profiles[p].share / total * n for p in names]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(names)), key=lambda i: exact[i] - counts[i], reverse=True)[: n - sum(counts)]:
+        counts[i] += 1
+    out = [p for p, c in zip(names, counts, strict=True) for _ in range(c)]
+    random.Random(scenario.swarm.seed ^ 0x9F0F11E).shuffle(out)
+    return out
+
+
+def pair_link(a: LinkClass, b: LinkClass) -> LinkSpec:
+    """The link between a node behind ``a`` and one behind ``b``: mean latency and jitter,
+    losses compounded, the narrower bandwidth."""
+    bws = [x for x in (a.bandwidth_bps, b.bandwidth_bps) if x > 0]
+    return LinkSpec(
+        latency_ms=(a.latency_ms + b.latency_ms) / 2,
+        jitter_ms=(a.jitter_ms + b.jitter_ms) / 2,
+        loss=1 - (1 - a.loss) * (1 - b.loss),
+        bandwidth_bps=min(bws) if bws else None,
+    )
+
+
+def _identity(seed: int, role: str, i: int) -> Identity:
+    return Identity(hashlib.sha256(f"simnet:{seed}:{role}:{i}".encode()).digest())
+
+
+class MemSwarm(SwarmBackend):
+    """A scenario's swarm on memnet."""
+
+    def __init__(self, scenario: Scenario, workdir: Path | None = None) -> None:
+        self.sc = scenario
+        self.notes: list[str] = []
+        self._workdir = workdir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        sw = scenario.swarm
+        self.schedule = FaultSchedule(scenario.faults, sw.nodes, sw.seed, sw.duration_s)
+        self.profiles = assign_profiles(scenario)
+        self.rng = random.Random(sw.seed ^ 0x51AB)
+        self.net = MemNetwork(sw.seed, gossip_degree=6)
+        self.nodes: list[Node] = []
+        self.ids: list[str] = []
+        self.byz: dict[int, ByzantineTransport] = {}
+        self.submitters: list[Submitter] = []
+        self.recorders: list[RecordingTransport] = []
+        self.fl_parts: dict[int, FLParticipant] = {}
+        self.faulted: set[int] = set()
+        self._bg: list[asyncio.Task[None]] = []
+        self._on_probe: Callable[[str, str], None] | None = None
+        self._engines: SharedEngines | None = None
+        self._degraded: dict[int, LinkSpec] = {}
+        self._started = False
+
+    # -- set-up -------------------------------------------------------------------------
+    @property
+    def node_ids(self) -> list[str]:
+        return list(self.ids)
+
+    def _link_of(self, i: int) -> LinkClass:
+        return self.sc.links[self.sc.profiles[self.profiles[i]].link]
+
+    def _submitter_class(self) -> str:
+        return "lan" if "lan" in self.sc.links else sorted(self.sc.links)[0]
+
+    async def _store(self, i: int, root: Path) -> LedgerStore:
+        if self.sc.swarm.ledger == "memory":
+            return MemoryLedgerStore()
+        return await SqliteLedgerStore.open(root / f"node{i:05d}.db", synchronous="NORMAL")
+
+    async def start(self) -> None:
+        sw = self.sc.swarm
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="simnet"))
+        if self._workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="simnet-")
+            root = Path(self._tmp.name)
+        else:
+            root = Path(self._workdir)
+            root.mkdir(parents=True, exist_ok=True)
+        need_models = any(m.task == "infer" for m in self.sc.workload.mix) or any(
+            p.models for p in self.sc.profiles.values()
+        )
+        if need_models:
+            await asyncio.to_thread(task_shape, "infer", 0)  # trains the digits model off the loop
+        self._engines = eng = SharedEngines(root, models=need_models)
+        for a in sorted(self.sc.links):
+            for b in sorted(self.sc.links):
+                if a <= b:
+                    self.net.set_class_link(a, b, pair_link(self.sc.links[a], self.sc.links[b]))
+        byz_idx = self.schedule.byzantine_nodes()
+        quiet = frozenset(
+            ([] if sw.follow_adverts else [ADVERT_TOPIC, WORK_TOPIC]) + ([] if sw.replicate else [HEAD_TOPIC])
+        )
+        timing = NodeTiming(advert_s=sw.advert_s, head_s=1.0, drain_s=5.0)
+        for i in range(sw.nodes):
+            prof = self.sc.profiles[self.profiles[i]]
+            ident = _identity(sw.seed, "node", i)
+            t: Transport = self.net.add_node(ident, node_class=prof.link)
+            if quiet:
+                t = QuietTransport(t, quiet)
+            if i in byz_idx:
+                bz = ByzantineTransport(t, ident)
+                self.byz[i] = bz
+                t = bz
+            models = [eng.digits_hash] if "digits" in prof.models and eng.digits_hash else []
+            cfg = NodeConfig(node=NodeSection(slots=prof.slots, queue=prof.queue, cost_class=prof.cost_class))
+            node = Node(
+                ident, cfg, t, await self._store(i, root),
+                NodeWasm(eng, prof.speed), NodeInfer(eng, models, list(prof.providers), prof.speed),
+                timing=timing, replicate=sw.replicate,
+            )  # fmt: skip
+            self.nodes.append(node)
+            self.ids.append(ident.peer_id)
+        await asyncio.gather(*(n.start() for n in self.nodes))
+        self.net.connect_random(4, self.ids)
+        for i, node in enumerate(self.nodes):
+            self._bg.append(asyncio.create_task(self._probe_reader(node.transport.subscribe(PROBE_TOPIC), i)))
+        for j in range(self.sc.workload.submitters):
+            ident = _identity(sw.seed, "submitter", j)
+            rt = RecordingTransport(self.net.add_node(ident, node_class=self._submitter_class()))
+            await rt.start()
+            targets = self.ids if not sw.follow_adverts else self.rng.sample(self.ids, min(8, len(self.ids)))
+            for pid in targets:
+                self.net.wire(ident.peer_id, pid)
+            sub = Submitter(ident, rt)
+            await sub.start()
+            for task in ("echo", "spin"):
+                sub.add_module(task_shape(task, 0).module)
+            self.submitters.append(sub)
+            self.recorders.append(rt)
+        for sub in self.submitters:
+            await sub.refresh(timeout=5.0)
+        self._started = True
+        if any(p.providers != ("cpu",) for p in self.sc.profiles.values()):
+            self.notes.append("execution providers other than cpu are advertised as configured; models run on CPU")
+
+    async def stop(self) -> None:
+        for t in self._bg:
+            t.cancel()
+        for t in self._bg:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._bg.clear()
+        for sub in self.submitters:
+            await sub.close()
+        for pid in self.ids:
+            if not self.net.is_up(pid):
+                with contextlib.suppress(EdgenodeError):
+                    self.net.restart(pid)  # a crashed node restarts to shut down cleanly
+        await asyncio.gather(*(self._stop_node(n) for n in self.nodes))
+        for rt in self.recorders:
+            with contextlib.suppress(EdgenodeError):
+                await rt.stop()
+        if self._engines is not None:
+            self._engines.close()
+            self._engines = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    @staticmethod
+    async def _stop_node(node: Node) -> None:
+        with contextlib.suppress(EdgenodeError):
+            await node.stop()
+
+    # -- workload -------------------------------------------------------------------------
+    async def submit(self, req: TaskRequest) -> TaskOutcome:
+        shape = task_shape(req.mix.task, req.payload)
+        sub = self.submitters[req.submitter % len(self.submitters)]
+        rt = self.recorders[req.submitter % len(self.recorders)]
+        nreq = NodeTaskRequest(
+            kind=shape.kind,
+            module=shape.module_hash,
+            input=shape.input,
+            limits=TaskLimits(fuel=50_000_000, timeout_ms=min(5000, req.mix.deadline_ms)),
+            deadline_ms=req.mix.deadline_ms * req.max_attempts,
+            redundancy=req.redundancy,
+            sla=req.mix.sla,
+            attempt_ms=req.mix.deadline_ms,
+        )
+        token = CURRENT_TASK.set(req.task_id)
+        try:
+            out = await sub.submit(nreq)
+        except NoExecutor:
+            return self._failed(rt, req, "rejected")
+        except TaskTimeout:
+            return self._failed(rt, req, "timeout")
+        except InvalidReceipt:
+            return self._failed(rt, req, "invalid_receipt")
+        except NoMajority:
+            return self._failed(rt, req, "no_majority")
+        except SpecExpired:
+            return self._failed(rt, req, "expired")
+        except EdgenodeError:
+            return self._failed(rt, req, "failed")
+        finally:
+            CURRENT_TASK.reset(token)
+        status = out.status
+        want = expected_output(req.mix.task, req.payload)
+        if want is not None and out.output != want:
+            status = "wrong_output"
+        forged = sum(1 for p in rt.receipts_from.get(req.task_id, []) if self._is_forger(p))
+        return TaskOutcome(
+            verified=True,
+            status=status,
+            executor=out.executor,
+            accepted=True,
+            attempts=out.attempts,
+            output_hash=hashlib.sha256(out.output).hexdigest(),
+            rejected_receipts=forged,
+        )
+
+    def _is_forger(self, peer: str) -> bool:
+        return any(self.ids[i] == peer and "forge_receipts" in bz.behaviours for i, bz in self.byz.items())
+
+    def _failed(self, rt: RecordingTransport, req: TaskRequest, why: str) -> TaskOutcome:
+        forged = sum(1 for p in rt.receipts_from.get(req.task_id, []) if self._is_forger(p))
+        honest_receipt = any(not self._is_forger(p) for p in rt.receipts_from.get(req.task_id, []))
+        return TaskOutcome(verified=False, status=why, accepted=honest_receipt, attempts=1, rejected_receipts=forged)
+
+    # -- faults -------------------------------------------------------------------------
+    def _all_peers(self) -> list[str]:
+        return self.ids + [s.transport.peer_id for s in self.submitters]
+
+    async def apply(self, action: FaultAction) -> None:
+        pids = [self.ids[i] for i in action.nodes]
+        kind = action.action
+        if kind in ("kill", "partition", "degrade"):
+            self.faulted.update(action.nodes)
+        if kind == "kill":
+            for pid in pids:
+                if self.net.is_up(pid):
+                    self.net.crash(pid)
+        elif kind == "restart":
+            for pid in pids:
+                with contextlib.suppress(EdgenodeError):
+                    self.net.restart(pid)
+        elif kind == "partition":
+            self.net.partition([pids])
+        elif kind == "heal":
+            self.net.heal()
+        elif kind in ("degrade", "restore"):
+            for i in action.nodes:
+                base = self._link_of(i)
+                spec = (
+                    LinkSpec(action.latency_ms, base.jitter_ms, action.loss, base.bandwidth_bps or None)
+                    if kind == "degrade"
+                    else None
+                )
+                for other in self._all_peers():
+                    if other == self.ids[i]:
+                        continue
+                    if spec is None:
+                        j = self.ids.index(other) if other in self.ids else -1
+                        oc = self._link_of(j) if j >= 0 else self.sc.links[self._submitter_class()]
+                        self.net.set_link(self.ids[i], other, pair_link(base, oc))
+                    else:
+                        self.net.set_link(self.ids[i], other, spec)
+        elif kind == "byzantine":
+            for i in action.nodes:
+                self.byz[i].behaviours.add(action.behaviour)
+                if action.behaviour == "poison" and i in self.fl_parts:
+                    self.fl_parts[i].poisoned = True
+                elif action.behaviour == "spam":
+                    self._bg.append(asyncio.create_task(self._spam(self.byz[i])))
+                elif action.behaviour == "replay":
+                    self._bg.append(asyncio.create_task(self._replay(self.byz[i])))
+        else:
+            raise SimnetError(f"unknown fault action {kind!r}")
+
+    async def _spam(self, bz: ByzantineTransport) -> None:
+        victims = [p for p in self.ids if p != bz.peer_id][:8]
+        while True:
+            await spam_burst(bz, victims, n=10)
+            await asyncio.sleep(0.2)
+
+    async def _replay(self, bz: ByzantineTransport) -> None:
+        rng = random.Random(self.sc.swarm.seed ^ 0xBAD)
+        while True:
+            await replay_specs(bz, self.ids, rng)
+            await asyncio.sleep(0.3)
+
+    # -- gossip probes ------------------------------------------------------------------
+    async def _probe_reader(self, sub: AsyncIterator[GossipMessage], i: int) -> None:
+        pid = self.ids[i]
+        async for msg in sub:
+            if self._on_probe is not None:
+                self._on_probe(msg.data.decode("ascii", "replace"), pid)
+
+    async def gossip_probe(self, msg_id: str, on_deliver: Callable[[str, str], None]) -> int:
+        self._on_probe = on_deliver
+        live = [i for i, pid in enumerate(self.ids) if self.net.is_up(pid)]
+        if not live:
+            return 0
+        src = self.rng.choice(live)
+        try:
+            await self.nodes[src].transport.publish(PROBE_TOPIC, msg_id.encode("ascii"))
+        except NetError:
+            return 0
+        return len(live) - 1
+
+    # -- FL -------------------------------------------------------------------------------
+    async def run_fl(self, fl: FLSection, on_round: Callable[[FLRound], None]) -> float | None:
+        central = await asyncio.to_thread(centralized_accuracy, fl, self.sc.swarm.seed)
+        for i in range(fl.participants):
+            node = self.nodes[i]
+            bad = i in self.byz and "poison" in self.byz[i].behaviours
+            self.fl_parts[i] = FLParticipant(node.identity, node.transport, node.chain, poisoned=bad)
+        await run_gossip_fl(fl, [self.fl_parts[i] for i in range(fl.participants)], self.sc.swarm.seed, on_round)
+        return central
+
+    # -- the end ----------------------------------------------------------------------------
+    async def collect(self) -> SwarmState:
+        sim_of: dict[str, str] = {}
+        for rt in self.recorders:
+            sim_of.update(rt.sim_of)
+        ledgers = []
+        forks = 0
+        for i, node in enumerate(self.nodes):
+            await node.chain.flush()
+            store = node.store
+            head = await store.head(node.identity.public_key)
+            height = 0 if head is None else head.seq
+            entries = await store.range(node.identity.public_key, 1, height) if height else []
+            verified, detail = True, ""
+            try:
+                verify_chain(entries)
+                if len(entries) != height:
+                    verified, detail = False, f"{len(entries)} entries for height {height}"
+            except ChainError as exc:
+                verified, detail = False, str(exc)
+            tids = []
+            for e in entries:
+                if e.kind == RESULT_KIND and e.body is not None:
+                    try:
+                        rec = wire.from_bytes(TaskRecord, e.body)
+                    except EdgenodeError:
+                        continue
+                    tids.append(sim_of.get(rec.task_id, rec.task_id))
+            forks += len(await store.forks())
+            ledgers.append(LedgerState(self.ids[i], height, verified, detail, tuple(tids), i in self.byz))
+        drops: Counter[str] = Counter()
+        for k, v in self.net.counters().items():
+            if any(w in k for w in ("dropped", "lost", "timeout", "failed")):
+                drops[k] += v
+        byz: Counter[str] = Counter()
+        for bz in self.byz.values():
+            byz.update(bz.counts)
+        for node in self.nodes:
+            for k, v in node.executor.counts.items():
+                if k in ("rejected", "repeat", "invalid", "busy"):
+                    byz[f"executor_{k}"] += v
+        return SwarmState(tuple(ledgers), forks, dict(drops), dict(byz))
+
+
+def make_backend(scenario: Scenario, workdir: Path | None = None) -> SwarmBackend:
+    """The backend for the scenario's transport."""
+    if scenario.swarm.transport == "libp2p":
+        from ._p2p import P2PSwarm
+
+        return P2PSwarm(scenario, workdir)
+    return MemSwarm(scenario, workdir)
