@@ -26,8 +26,9 @@ test: lint typecheck test-fast
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+BENCH_ARGS ?=
 bench: setup
-	@for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+	@for f in benchmarks/bench_*.py; do echo "# $$f" >&2; $(PY) $$f $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
