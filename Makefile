@@ -13,7 +13,7 @@ demo: setup
 	$(VENV)/bin/simnet demo
 
 lint: setup
-	$(VENV)/bin/ruff check edgenode ledger federated simnet tests benchmarks
+	$(VENV)/bin/ruff check edgenode ledger federated simnet tests benchmarks firmware
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -24,6 +24,7 @@ test-fast: setup
 test: lint typecheck test-fast
 
 test-slow: setup
+	@./scripts/setup.sh --firmware
 	$(PY) -m pytest -q -m slow
 
 BENCH_ARGS ?=

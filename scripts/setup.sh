@@ -6,8 +6,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
-# Debian packages: the wasm32-wasi C toolchain for the example tasks.
-APT_PKGS="clang lld wasi-libc libclang-rt-dev-wasm32 wabt"
+# Debian packages: the wasm32-wasi C toolchain for the example tasks, and the checkers
+# the deploy tests use.  With --firmware, also what the arm64 image build and boot need.
+APT_PKGS="clang lld wasi-libc libclang-rt-dev-wasm32 wabt shellcheck systemd"
+if [ "${1:-}" = "--firmware" ]; then
+  APT_PKGS="$APT_PKGS mmdebstrap arch-test qemu-system-arm qemu-user-static binfmt-support genimage dosfstools mtools e2fsprogs xz-utils"
+fi
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
