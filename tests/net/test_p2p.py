@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -218,12 +221,49 @@ async def test_quic_transport() -> None:
         assert await b.request(a.peer_id, "/test/echo/1", payload, timeout=WAIT) == payload
 
 
-@pytest.mark.skipif(not os.environ.get("EDGENODE_TEST_MDNS"), reason="mDNS multicasts beyond loopback; opt in")
-async def test_mdns_discovers_and_dials() -> None:
-    a = P2PTransport(Identity.generate(), listen=LOOPBACK, mdns=True)
-    b = P2PTransport(Identity.generate(), listen=LOOPBACK, mdns=True)
-    async with running(a, b):
-        await next_event(a.peer_events(), PeerEventKind.JOIN, b.peer_id)
+_MDNS_PEERS = """
+import asyncio
+from edgenode.identity import Identity
+from edgenode.net import PeerEventKind
+from edgenode.net.p2p import P2PTransport
+
+async def main() -> None:
+    a = P2PTransport(Identity.generate(), listen=["/ip4/127.0.0.1/tcp/0"], mdns=True)
+    b = P2PTransport(Identity.generate(), listen=["/ip4/127.0.0.1/tcp/0"], mdns=True)
+    await a.start()
+    await b.start()
+    try:
+        async with asyncio.timeout(30):
+            async for ev in a.peer_events():
+                if ev.kind == PeerEventKind.JOIN and ev.peer == b.peer_id:
+                    print("discovered", b.peer_id)
+                    break
+    finally:
+        await b.stop()
+        await a.stop()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 for a private network namespace"
+)
+def test_mdns_discovers_and_dials_inside_a_private_namespace() -> None:
+    # mDNS multicasts, so it runs in a network namespace of its own with only a
+    # multicast-enabled loopback: nothing leaves this machine.
+    ns = f"edgenode-mdns-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    try:
+        for cmd in (["link", "set", "lo", "up"], ["link", "set", "lo", "multicast", "on"],
+                    ["route", "add", "224.0.0.0/4", "dev", "lo"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, timeout=30)
+        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _MDNS_PEERS],
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "discovered 12D3KooW" in proc.stdout
 
 
 def test_quic_flag_and_addresses_must_agree() -> None:
