@@ -167,8 +167,9 @@ async def run_scenario(
             await asyncio.sleep(max(0.0, nxt - now()))
         prog.phase = "draining"
         tell()
-        # the end of the run: faults that were still on end now, so that work can drain
-        for act in schedule.due(float("inf")):
+        # the end of the run: faults that were still on end now, so that work can drain;
+        # faults planned after the end never start
+        for act in schedule.wind_down(now()):
             await apply(act)
         if inflight:
             await asyncio.wait(set(inflight), timeout=sw.drain_s)

@@ -109,6 +109,15 @@ class FaultSchedule:
             self._next += 1
         return out
 
+    def wind_down(self, now: float) -> list[FaultAction]:
+        """At the end of a run: the pending actions that end a fault already started by
+        ``now`` (restart, heal, restore), so work can drain.  Faults not yet started are
+        dropped, never begun: nothing is killed or cut off after the workload ends."""
+        started = {a.fault for a in self._actions[: self._next]}
+        out = [a for a in self._actions[self._next :] if a.action in _END.values() and a.fault in started]
+        self._next = len(self._actions)
+        return out
+
     def byzantine_nodes(self, behaviour: str | None = None) -> set[int]:
         """Nodes that turn byzantine at some point (optionally with one behaviour)."""
         return {

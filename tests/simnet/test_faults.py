@@ -62,3 +62,19 @@ def test_byzantine_nodes() -> None:
     )
     assert sched.byzantine_nodes() == {1, 2}
     assert sched.byzantine_nodes("poison") == {1}
+
+
+def test_wind_down_ends_started_faults_and_never_starts_late_ones() -> None:
+    faults = [
+        Fault(at_s=2.0, kind="kill", count=1, duration_s=20.0),  # started, ends after the run
+        Fault(at_s=3.0, kind="partition", nodes=(0, 1), duration_s=1.0),  # started and ended in the run
+        Fault(at_s=12.0, kind="kill", count=2, duration_s=5.0),  # planned after a 10 s run
+        Fault(at_s=4.0, kind="degrade", count=1, duration_s=30.0),  # started, ends after the run
+    ]
+    sched = FaultSchedule(faults, n_nodes=6, seed=3, end_s=30.0)
+    assert [a.action for a in sched.due(10.0)] == ["kill", "partition", "heal", "degrade"]
+    end = sched.wind_down(10.0)
+    assert sorted(a.action for a in end) == ["restart", "restore"]
+    assert {a.fault for a in end} == {0, 3}
+    assert sched.next_at() is None
+    assert sched.due(100.0) == [] and sched.wind_down(100.0) == []
