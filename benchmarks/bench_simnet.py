@@ -1,10 +1,12 @@
 """simnet figures: wall time and peak RSS of large swarms, plus the demo report's figures.
 
-    python benchmarks/bench_simnet.py            # 1,000 memnet nodes, the demo scenario, 50 libp2p nodes
-    python benchmarks/bench_simnet.py --quick    # 100 memnet nodes and a short demo (smoke run)
+    python benchmarks/bench_simnet.py                # 1,000 memnet nodes, the demo scenario, 50 libp2p nodes
+    python benchmarks/bench_simnet.py --quick        # 100 memnet nodes, a short demo, 10 libp2p nodes
+    python benchmarks/bench_simnet.py --only libp2p  # examples/scenarios/libp2p50.toml: 50 real libp2p hosts
 
-Each figure is one JSON line: simnet.wall_s and simnet.peak_rss_mb (params: nodes, transport),
-then every figure of the demo report (simnet.task_latency_p99_ms, simnet.fl_accuracy, ...).
+Each figure is one JSON line: simnet.wall_s and simnet.peak_rss_mb (params: nodes, transport,
+tasks_ok; on libp2p the RSS of the driver and of the largest worker process), then every figure
+of the demo report (simnet.task_latency_p99_ms, simnet.fl_accuracy, ...).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,8 @@ def _child(table: str) -> None:
     res = asyncio.run(run_scenario(sc, make_backend(sc)))
     wall = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"wall_s": wall, "peak_rss_mb": rss_mb, "invariants": res.invariants_hold,
+    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest worker (libp2p)
+    out = {"wall_s": wall, "peak_rss_mb": rss_mb, "worker_rss_mb": worker_mb, "invariants": res.invariants_hold,
            "figures": [f.as_json() for f in res.figures]}  # fmt: skip
     sys.stdout.write("SIMNET-RESULT " + json.dumps(out) + "\n")
     sys.stdout.flush()
@@ -68,32 +72,48 @@ def _run_child(table: dict[str, Any], timeout: float) -> dict[str, Any]:
     raise RuntimeError(f"scenario failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
 
 
+LIBP2P_SCENARIO = Path(__file__).resolve().parents[1] / "examples" / "scenarios" / "libp2p50.toml"
+"""The libp2p scale run: real hosts need gossip-light settings (see the file and docs/simnet.md)."""
+
+
 def scale(nodes: int, transport: str, duration: float, rate: float) -> None:
-    table = json.loads(json.dumps(SCALE))
-    table["swarm"].update(nodes=nodes, transport=transport, duration_s=duration)
-    table["workload"]["rate_per_s"] = rate
-    table["faults"][0]["count"] = max(1, nodes // 20)
-    if transport == "libp2p":  # submitters learn adverts by gossip instead of dialling every host
-        table["swarm"].update(follow_adverts=True, advert_s=5.0)
+    if transport == "libp2p":
+        table = tomllib.loads(LIBP2P_SCENARIO.read_text())
+        table["swarm"].update(nodes=nodes, duration_s=duration)
+        for f in table.get("faults", []):
+            f["count"] = max(1, nodes // 25)
+    else:
+        table = json.loads(json.dumps(SCALE))
+        table["swarm"].update(nodes=nodes, transport=transport, duration_s=duration)
+        table["workload"]["rate_per_s"] = rate
+        table["faults"][0]["count"] = max(1, nodes // 20)
+    scenario = str(table["swarm"]["name"])
     res = _run_child(table, timeout=900)
-    emit("simnet.wall_s", round(float(res["wall_s"]), 2), "s", nodes=nodes, transport=transport, duration_s=duration)
-    emit(
-        "simnet.peak_rss_mb",
-        round(float(res["peak_rss_mb"]), 1),
-        "MB",
-        nodes=nodes,
-        transport=transport,
-        process="driver",
-    )
     figs = {f["name"]: f["value"] for f in res["figures"] if not f["params"].get("sla")}
+    common = {
+        "nodes": nodes,
+        "transport": transport,
+        "tasks_ok": int(figs["simnet.tasks_ok"]),
+        "tasks_submitted": int(figs["simnet.tasks_submitted"]),
+        "invariants": bool(res["invariants"]),
+    }
+    emit("simnet.wall_s", round(float(res["wall_s"]), 2), "s", duration_s=duration, **common)
+    emit("simnet.peak_rss_mb", round(float(res["peak_rss_mb"]), 1), "MB", process="driver", **common)
+    if transport == "libp2p":
+        emit("simnet.peak_rss_mb", round(float(res["worker_rss_mb"]), 1), "MB", process="worker", **common)
     for f in res["figures"]:
         if f["name"] in ("simnet.task_latency_p50_ms", "simnet.task_latency_p99_ms"):
             emit(
-                f["name"], f["value"], "ms", nodes=nodes, transport=transport, scenario="scale", sla=f["params"]["sla"]
+                f["name"], f["value"], "ms", nodes=nodes, transport=transport, scenario=scenario, sla=f["params"]["sla"]
             )
-    units = {"simnet.throughput_per_s": "tasks/s"}
-    for name in ("simnet.tasks_submitted", "simnet.tasks_ok", "simnet.tasks_lost", "simnet.throughput_per_s"):
-        emit(name, figs[name], units.get(name, "tasks"), nodes=nodes, transport=transport, scenario="scale")
+    units = {"simnet.throughput_per_s": "tasks/s", "simnet.gossip_delivery_p50_ms": "ms",
+             "simnet.gossip_delivery_ratio": "ratio"}  # fmt: skip
+    names = ["simnet.tasks_submitted", "simnet.tasks_ok", "simnet.tasks_lost", "simnet.throughput_per_s"]
+    if transport == "libp2p":
+        names += ["simnet.gossip_delivery_p50_ms", "simnet.gossip_delivery_ratio"]
+    for name in names:
+        if name in figs:
+            emit(name, figs[name], units.get(name, "tasks"), nodes=nodes, transport=transport, scenario=scenario)
 
 
 def demo(quick: bool) -> None:
@@ -120,7 +140,7 @@ def main() -> None:
         demo(args.quick)
     if args.only in (None, "libp2p"):
         try:
-            scale(10 if args.quick else 50, "libp2p", 5.0 if args.quick else 15.0, 10.0)
+            scale(10 if args.quick else 50, "libp2p", 10.0 if args.quick else 30.0, 0.0)
         except RuntimeError as exc:
             print(f"libp2p scale run failed: {exc}", file=sys.stderr)
 

@@ -4,7 +4,9 @@ Started by :class:`simnet._p2p.P2PSwarm` as ``python -m simnet._p2p_worker CONFI
 It prints ``READY {index: [addrs]}`` once its nodes listen, then follows JSON
 commands on stdin, one a line, answering on stdout:
 
-* ``{"op": "connect", "addrs": [...], "k": 4}``: each node dials ``k`` of the addresses;
+* ``{"op": "connect", "addrs": [...], "k": 4, "must": [...]}``: each node dials ``k`` random
+  executors of ``addrs`` (a sparse random mesh, not a star) and every address of ``must`` (the
+  submitters); at most ``DIALS_IN_FLIGHT`` dials of the group are in flight at once;
 * ``{"op": "kill"|"restart", "nodes": [...]}``: stop a node (its ledger file stays) / bring it
   back on a fresh host with the same key and ledger;
 * ``{"op": "byzantine", "nodes": [...], "behaviour": "..."}``;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import sys
@@ -30,17 +33,31 @@ from edgenode.config import NodeConfig, NodeSection
 from edgenode.errors import EdgenodeError
 from edgenode.identity import Identity
 from edgenode.net import Transport
-from edgenode.net.p2p import P2PTransport
+from edgenode.net.p2p import P2PConfig, P2PTransport
 from edgenode.node import Node, NodeTiming
-from edgenode.protocol import RESULT_KIND, TaskRecord
+from edgenode.protocol import ADVERT_TOPIC, HEAD_TOPIC, RESULT_KIND, WORK_TOPIC, TaskRecord
 from ledger import ChainError, SqliteLedgerStore, verify_chain
 
 from ._byzantine import ByzantineTransport, replay_specs, spam_burst
 from ._engines import NodeInfer, NodeWasm, SharedEngines
+from ._wrap import QuietTransport
 
-__all__ = ["main"]
+__all__ = ["main", "quiet_gossipsub_warnings", "SIM_P2P", "DIALS_IN_FLIGHT", "STARTS_IN_FLIGHT"]
 
 PROBE_TOPIC = "simnet/probe/1"
+DIALS_IN_FLIGHT = 4
+"""Dials a worker has in flight at once (py-libp2p: hundreds at once break mesh formation)."""
+STARTS_IN_FLIGHT = 4
+"""Nodes a worker starts at once (a host start is CPU-heavy; all at once starve each other)."""
+DIAL_TRIES = 3
+"""Attempts at a dial that must succeed (to a submitter) before giving up on it."""
+HEAD_S = 5.0
+"""Ledger-head announcement period on libp2p (memnet: 1 s).  With replication on, every
+executor follows every head; at one head per node per second that gossip alone outgrows two
+cores at 20 hosts.  Witnesses still sync to the latest head, only later."""
+SIM_P2P = P2PConfig(heartbeat_interval=2.0, peer_poll_interval=0.5)
+"""Tuning of the simulated hosts: tens of hosts share each core, so the per-host periodic work
+(GossipSub heartbeats, connection-table scans) is stretched; gossip itself is pushed at once."""
 
 
 def _out(line: str) -> None:
@@ -59,6 +76,15 @@ class _Group:
         self.probes: list[asyncio.Task[None]] = []
         self.addrs: list[str] = []
         self.bg: list[asyncio.Task[None]] = []
+        self.dials = asyncio.Semaphore(DIALS_IN_FLIGHT)
+        self.quiet = frozenset(
+            ([] if cfg.get("follow_adverts", False) else [ADVERT_TOPIC, WORK_TOPIC])
+            + ([] if cfg["replicate"] else [HEAD_TOPIC])
+        )
+        """Topics the nodes publish on but do not follow (as on memnet): not subscribing keeps
+        a libp2p host out of the topic's mesh, so it neither receives nor forwards them."""
+        self.must: list[str] = []
+        self.failed_dials = 0
 
     def _ident(self, i: int) -> Identity:
         return Identity(bytes.fromhex(self.cfg["seeds"][str(i)]))
@@ -66,7 +92,9 @@ class _Group:
     async def _make(self, i: int) -> Node:
         p = self.cfg["profiles"][str(i)]
         ident = self._ident(i)
-        t: Transport = P2PTransport(ident, listen=["/ip4/127.0.0.1/tcp/0"])
+        t: Transport = P2PTransport(ident, listen=["/ip4/127.0.0.1/tcp/0"], config=SIM_P2P)
+        if self.quiet:
+            t = QuietTransport(t, self.quiet)
         if i in self.cfg["byzantine"]:
             bz = ByzantineTransport(t, ident)
             bz.behaviours = self.byz[i].behaviours if i in self.byz else set()
@@ -81,7 +109,7 @@ class _Group:
             store,
             NodeWasm(self.engines, p["speed"]),
             NodeInfer(self.engines, models, p["providers"], p["speed"]),
-            timing=NodeTiming(advert_s=self.cfg["advert_s"], head_s=1.0, drain_s=5.0),
+            timing=NodeTiming(advert_s=self.cfg["advert_s"], head_s=HEAD_S, drain_s=5.0),
             replicate=self.cfg["replicate"],
         )
         await node.start()
@@ -94,22 +122,41 @@ class _Group:
 
     async def start(self) -> None:
         idx = [int(i) for i in self.cfg["seeds"]]
-        made = await asyncio.gather(*(self._make(i) for i in idx))
+        starts = asyncio.Semaphore(STARTS_IN_FLIGHT)
+
+        async def make(i: int) -> Node:
+            async with starts:
+                return await self._make(i)
+
+        made = await asyncio.gather(*(make(i) for i in idx))
         self.nodes = dict(zip(idx, made, strict=True))
         _out("READY " + json.dumps({str(i): n.transport.listen_addrs for i, n in self.nodes.items()}))
 
-    async def connect(self, addrs: list[str], k: int) -> None:
+    async def _dial(self, node: Node, addr: str, tries: int = 1) -> bool:
+        for _ in range(tries):
+            async with self.dials:
+                try:
+                    await node.transport.connect(addr, timeout=15.0)
+                    return True
+                except EdgenodeError:
+                    continue
+        self.failed_dials += 1
+        return False
+
+    async def _join(self, node: Node, rng: random.Random, k: int) -> None:
+        mine = set(node.transport.listen_addrs)
+        others = [a for a in self.addrs if a not in mine]
+        picks = rng.sample(others, min(k, len(others)))
+        await asyncio.gather(
+            *(self._dial(node, a, DIAL_TRIES) for a in self.must), *(self._dial(node, a) for a in picks)
+        )
+
+    async def connect(self, addrs: list[str], k: int, must: list[str]) -> None:
         rng = random.Random(self.cfg["seed"])
         self.addrs = addrs
-
-        async def dial(node: Node) -> None:
-            mine = set(node.transport.listen_addrs)
-            for a in rng.sample([a for a in addrs if a not in mine], min(k, len(addrs) - 1)):
-                with contextlib.suppress(EdgenodeError):
-                    await node.transport.connect(a, timeout=10.0)
-
-        await asyncio.gather(*(dial(n) for n in self.nodes.values()))
-        _out("CONNECTED")
+        self.must = must
+        await asyncio.gather(*(self._join(n, rng, k) for n in self.nodes.values()))
+        _out("CONNECTED " + json.dumps({"failed_dials": self.failed_dials}))
 
     async def kill(self, nodes: list[int]) -> None:
         for i in nodes:
@@ -124,10 +171,7 @@ class _Group:
             if node is None or node.running:
                 continue
             self.nodes[i] = new = await self._make(i)
-            rng = random.Random(i)
-            for a in rng.sample(self.addrs, min(4, len(self.addrs))):
-                with contextlib.suppress(EdgenodeError):
-                    await new.transport.connect(a, timeout=5.0)
+            await self._join(new, random.Random(i), 4)
 
     def byzantine(self, nodes: list[int], behaviour: str, targets: list[str]) -> None:
         for i in nodes:
@@ -205,7 +249,7 @@ async def _serve(cfg: dict[str, Any]) -> None:
         cmd = json.loads(line)
         op = cmd["op"]
         if op == "connect":
-            await group.connect(cmd["addrs"], cmd["k"])
+            await group.connect(cmd["addrs"], cmd["k"], cmd.get("must", []))
         elif op == "kill":
             await group.kill(cmd["nodes"])
         elif op == "restart":
@@ -220,7 +264,15 @@ async def _serve(cfg: dict[str, Any]) -> None:
     _out("STOPPED")
 
 
+def quiet_gossipsub_warnings() -> None:
+    """py-libp2p 0.8.1 queues every message for each connected peer not subscribed to its topic
+    (up to 100 per peer, kept 30 s) and warns each time that queue overflows: thousands of lines
+    a minute in a swarm where most hosts follow only some topics.  Keep its errors."""
+    logging.getLogger("libp2p.pubsub.gossipsub").setLevel(logging.ERROR)
+
+
 def main() -> None:
+    quiet_gossipsub_warnings()
     asyncio.run(_serve(json.loads(sys.argv[1])))
     sys.stdout.flush()
     os._exit(0)  # skip the teardown that can abort in wasmtime's runtime threads

@@ -9,6 +9,7 @@ peer-id strings, payloads are bytes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import Counter
@@ -491,7 +492,10 @@ def _dialable(addrs: Sequence[Any]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+@functools.lru_cache(maxsize=4096)
 def _peer_str(raw: bytes) -> str | None:
+    """The base58 peer id of a gossip origin (cached: py-libp2p's base58 is slow, and it runs
+    for every message in the validator and again in the pump)."""
     from libp2p.peer.id import ID
 
     try:
