@@ -16,7 +16,7 @@ missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "setup: installing Debian packages:$missing"
+    echo "setup: installing Debian packages:$missing" >&2
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
     echo "setup: warning: missing Debian packages:$missing (run as root or install them)" >&2
@@ -25,11 +25,11 @@ fi
 
 stamp=.venv/.edgenode-installed
 if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv with $PY"
+  echo "setup: creating .venv with $PY" >&2
   "$PY" -m venv .venv
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing edgenode and its dependencies into .venv"
+  echo "setup: installing edgenode and its dependencies into .venv" >&2
   .venv/bin/pip install -q -U pip
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
