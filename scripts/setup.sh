@@ -17,6 +17,7 @@ for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; do
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing Debian packages:$missing" >&2
+    # shellcheck disable=SC2086  # the package list is meant to split into words
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
     echo "setup: warning: missing Debian packages:$missing (run as root or install them)" >&2
