@@ -28,16 +28,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgenode import wire
 from edgenode.config import NodeConfig, NodeSection
 from edgenode.errors import EdgenodeError
 from edgenode.identity import Identity
 from edgenode.net import Transport
 from edgenode.net.p2p import P2PConfig, P2PTransport
 from edgenode.node import Node, NodeTiming
-from edgenode.protocol import ADVERT_TOPIC, HEAD_TOPIC, RESULT_KIND, WORK_TOPIC, TaskRecord
-from ledger import ChainError, SqliteLedgerStore, verify_chain
+from edgenode.protocol import ADVERT_TOPIC, HEAD_TOPIC, WORK_TOPIC
+from ledger import SqliteLedgerStore
 
+from ._audit import audit_own_chain
 from ._byzantine import ByzantineTransport, replay_specs, spam_burst
 from ._engines import NodeInfer, NodeWasm, SharedEngines
 from ._wrap import QuietTransport
@@ -201,27 +201,14 @@ class _Group:
             with contextlib.suppress(EdgenodeError):
                 await node.chain.flush()
             store = node.store
-            head = await store.head(node.identity.public_key)
-            height = 0 if head is None else head.seq
-            entries = await store.range(node.identity.public_key, 1, height) if height else []
-            ok, detail = True, ""
-            try:
-                verify_chain(entries)
-                if len(entries) != height:
-                    ok, detail = False, f"{len(entries)} entries for height {height}"
-            except ChainError as exc:
-                ok, detail = False, str(exc)
-            tids = []
-            for e in entries:
-                if e.kind == RESULT_KIND and e.body is not None:
-                    with contextlib.suppress(EdgenodeError):
-                        tids.append(wire.from_bytes(TaskRecord, e.body).task_id)
+            audit = await audit_own_chain(store, node.identity.public_key)
             counts = dict(node.executor.counts)
             byz = dict(self.byz[i].counts) if i in self.byz else {}
             out.append(
                 {
-                    "index": i, "peer": node.peer_id, "height": height, "verified": ok, "detail": detail,
-                    "task_ids": tids, "forks": len(await store.forks()), "byzantine": i in self.byz,
+                    "index": i, "peer": node.peer_id, "height": audit.height, "verified": audit.verified,
+                    "detail": audit.detail, "task_ids": list(audit.task_ids), "forks": len(await store.forks()),
+                    "byzantine": i in self.byz,
                     "counters": node.transport.counters, "executor": counts, "byz": byz,
                 }
             )  # fmt: skip

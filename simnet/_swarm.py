@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgenode import wire
 from edgenode.config import NodeConfig, NodeSection
 from edgenode.errors import EdgenodeError
 from edgenode.identity import Identity
@@ -30,20 +29,19 @@ from edgenode.node import Node, NodeTiming
 from edgenode.protocol import (
     ADVERT_TOPIC,
     HEAD_TOPIC,
-    RESULT_KIND,
     WORK_TOPIC,
     InvalidReceipt,
     NoExecutor,
     NoMajority,
     SpecExpired,
     TaskLimits,
-    TaskRecord,
     TaskTimeout,
 )
 from edgenode.tasks import Submitter
 from edgenode.tasks import TaskRequest as NodeTaskRequest
-from ledger import ChainError, LedgerStore, MemoryLedgerStore, SqliteLedgerStore, verify_chain
+from ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore
 
+from ._audit import audit_own_chain
 from ._backend import FLRound, LedgerState, SwarmBackend, SwarmState, TaskOutcome, TaskRequest
 from ._byzantine import ByzantineTransport, replay_specs, spam_burst
 from ._engines import NodeInfer, NodeWasm, SharedEngines, expected_output, task_shape
@@ -383,26 +381,10 @@ class MemSwarm(SwarmBackend):
         for i, node in enumerate(self.nodes):
             await node.chain.flush()
             store = node.store
-            head = await store.head(node.identity.public_key)
-            height = 0 if head is None else head.seq
-            entries = await store.range(node.identity.public_key, 1, height) if height else []
-            verified, detail = True, ""
-            try:
-                verify_chain(entries)
-                if len(entries) != height:
-                    verified, detail = False, f"{len(entries)} entries for height {height}"
-            except ChainError as exc:
-                verified, detail = False, str(exc)
-            tids = []
-            for e in entries:
-                if e.kind == RESULT_KIND and e.body is not None:
-                    try:
-                        rec = wire.from_bytes(TaskRecord, e.body)
-                    except EdgenodeError:
-                        continue
-                    tids.append(sim_of.get(rec.task_id, rec.task_id))
+            audit = await audit_own_chain(store, node.identity.public_key)
+            tids = tuple(sim_of.get(t, t) for t in audit.task_ids)
             forks += len(await store.forks())
-            ledgers.append(LedgerState(self.ids[i], height, verified, detail, tuple(tids), i in self.byz))
+            ledgers.append(LedgerState(self.ids[i], audit.height, audit.verified, audit.detail, tids, i in self.byz))
         drops: Counter[str] = Counter()
         for k, v in self.net.counters().items():
             if any(w in k for w in ("dropped", "lost", "timeout", "failed")):
