@@ -22,6 +22,7 @@ __all__ = [
     "NodeSection",
     "SwarmSection",
     "PolicySection",
+    "TablesSection",
     "load_config",
     "CONFIG_FILE",
     "CONFIG_TEMPLATE",
@@ -96,6 +97,30 @@ class SwarmSection:
 
 
 @dataclass(frozen=True)
+class TablesSection:
+    """``[tables]``: bounds on what peers can make the node remember (defaults fit a 1 GB Raspberry Pi)."""
+
+    replay_entries: int = 50_000
+    """Admitted task specs remembered against replay until they expire (about 15 MB at most)."""
+    nonce_max_bytes: int = 64
+    """Longest task-spec nonce accepted."""
+    spec_max_bytes: int = 4 << 20
+    """Largest signed task spec accepted (its input included); larger ones are refused unopened."""
+    adverts: int = 1024
+    """Peers whose adverts are held; a new one pushes out the stalest."""
+    peers: int = 4096
+    """Per-peer rate-limit buckets and penalty scores kept (least recently seen dropped first)."""
+    evidence: int = 256
+    """Evidence records against banned peers kept (oldest dropped first)."""
+    receipts: int = 1024
+    """Finished tasks whose receipts are kept to answer a repeated request without rerunning it."""
+    receipt_bytes: int = 16 << 20
+    """Total bytes of those kept receipts; the oldest go first."""
+    cert_skew_ms: int = 300_000
+    """Clock skew tolerated on a membership certificate's ``not_before`` (5 minutes)."""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The whole ``config.toml``."""
 
@@ -105,6 +130,8 @@ class NodeConfig:
     """Zero-trust swarm mode (off by default)."""
     fl: FLSection = field(default_factory=FLSection)
     """``[fl]``: federated learning (:mod:`edgenode.fl_config`)."""
+    tables: TablesSection = field(default_factory=TablesSection)
+    """``[tables]``: bounds on peer-grown tables and caches."""
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -193,4 +220,22 @@ CONFIG_TEMPLATE = """\
 # data_dirs = []
 # max_output_bytes = 1048576
 # max_fuel = 1000000000
+
+[tables]
+# Bounds on what peers can make the node remember (sized for a 1 GB Raspberry Pi).
+# Admitted task specs remembered against replay until they expire; past it new tasks get "busy".
+# replay_entries = 50000
+# Longest task-spec nonce accepted, and largest signed spec (input included).
+# nonce_max_bytes = 64
+# spec_max_bytes = 4194304
+# Peers whose adverts are held; per-peer rate-limit buckets and penalty scores kept.
+# adverts = 1024
+# peers = 4096
+# Evidence records against banned peers kept.
+# evidence = 256
+# Receipts kept to answer a repeated task without rerunning it: count and total bytes.
+# receipts = 1024
+# receipt_bytes = 16777216
+# Clock skew tolerated on a membership certificate's start time (ms).
+# cert_skew_ms = 300000
 """ + FL_TEMPLATE

@@ -40,7 +40,7 @@ from .protocol import (
 )
 from .scheduler import Admission, AdvertTable, make_bid
 from .security import SwarmGuard
-from .tasks import AdmissionHook, ChainWriter, Clock, Executor, InferEngine, SystemClock, WasmEngine
+from .tasks import AdmissionHook, ChainWriter, Clock, Executor, InferEngine, ReplayStore, SystemClock, WasmEngine
 
 __all__ = ["Node", "NodeTiming"]
 
@@ -82,6 +82,7 @@ class Node:
         metrics: NodeMetrics | None = None,
         replicate: bool = True,
         guard: SwarmGuard | None = None,
+        replay_store: ReplayStore | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -92,9 +93,9 @@ class Node:
         self.metrics = metrics or NodeMetrics()
         self.replicate = replicate
         self.blobs = MemoryBlobStore()
-        self.adverts = AdvertTable()
+        self.adverts = AdvertTable(max_entries=config.tables.adverts)
         self.chain = ChainWriter(store, identity, self.clock)
-        self.admission = Admission(config.node.slots, config.node.queue)
+        self.admission = Admission(config.node.slots, config.node.queue, max_peers=config.tables.peers)
         self.guard = guard
         """Swarm mode (None: open mode, anyone may connect, gossip and submit)."""
         if guard is not None and guard.on_refused is None:
@@ -103,9 +104,11 @@ class Node:
             identity, transport, self.chain, self.clock, self.admission,
             wasm=sandbox, infer=registry, hook=hook, on_done=self.metrics.task_done,
             on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(), guard=guard,
+            tables=config.tables, replay_store=replay_store,
         )
         self._seq = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Future[None]] = set()
+        """Background work in flight (finished ones leave the set)."""
         self._syncing: set[str] = set()
         self.witnessed: set[str] = set()
         """Peers whose chains this node replicates."""
@@ -175,9 +178,10 @@ class Node:
         await self.chain.flush()
         with contextlib.suppress(NetError):
             await self.announce_head()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
@@ -186,11 +190,19 @@ class Node:
         await self.transport.stop()
         self.metrics.close()
         if close_store:
+            await self.executor.close()
             await self.store.close()
         log.info("node stopped", extra={"peer_id": self.peer_id, "ledger_height": self.chain.height})
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        self._tasks.append(asyncio.ensure_future(coro))
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def background_tasks(self) -> int:
+        """Background tasks in flight (periodic loops, topic followers, ledger syncs)."""
+        return len(self._tasks)
 
     async def _every(self, period: float, fn: Callable[[], Awaitable[None]]) -> None:
         while True:

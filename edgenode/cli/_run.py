@@ -24,7 +24,7 @@ from ..net.p2p import P2PTransport
 from ..node import Node
 from ..sandbox import Sandbox, SandboxConfig
 from ..security import load_guard
-from ..tasks import RegistryEngine, SystemClock
+from ..tasks import REPLAY_DB, RegistryEngine, SqliteReplayStore, SystemClock
 from ._common import EXIT_OK, add_home, home_of
 
 __all__ = ["register"]
@@ -75,11 +75,16 @@ async def _run(args: argparse.Namespace) -> int:
         store = await SqliteLedgerStore.open(home / LEDGER_DB)
     except LedgerError as exc:
         raise LocalError(f"cannot open the ledger: {exc}") from exc
+    try:
+        replay = await SqliteReplayStore.open(home / REPLAY_DB)
+    except LocalError:
+        await store.close()
+        raise
     registry = ModelRegistry(home / "models")
     sandbox = Sandbox(SandboxConfig(cache_dir=home / "cache"), models=registry)
     transport = P2PTransport(ident, listen=list(net.listen), bootstrap=list(net.bootstrap),
                              mdns=net.mdns, quic=net.transport == "quic")
-    node = Node(ident, cfg, transport, store, sandbox, RegistryEngine(registry), guard=guard)
+    node = Node(ident, cfg, transport, store, sandbox, RegistryEngine(registry), guard=guard, replay_store=replay)
     fl = FLController(transport, ident, cfg.fl, registry=registry, note=node.chain.append, clock=node.clock,
                       guard=guard)
     stop = asyncio.Event()

@@ -1,7 +1,20 @@
 """Sans-IO scheduling cores: adverts, placement, admission, the task state machine, the contract net."""
 
-from ._admission import MAX_SPEC_LIFETIME_MS, Admission, Admit, Refuse, ReplayGuard, TokenBucket
-from ._adverts import DEFAULT_ADVERT_TTL_MS, AdvertTable, RttTable
+from ._admission import (
+    DEFAULT_PEER_BUCKETS,
+    DEFAULT_REPLAY_ENTRIES,
+    MAX_NONCE_BYTES,
+    MAX_SPEC_LIFETIME_MS,
+    MIN_NONCE_BYTES,
+    REPLAY_FULL,
+    REPLAYED,
+    Admission,
+    Admit,
+    Refuse,
+    ReplayGuard,
+    TokenBucket,
+)
+from ._adverts import DEFAULT_ADVERT_TTL_MS, DEFAULT_MAX_ADVERTS, DEFAULT_MAX_RTT_PEERS, AdvertTable, RttTable
 from ._market import OfferBook, make_bid
 from ._placement import COST_RANK, SLA_COST, SLA_LATENCY, Candidate, PlacementRequest, expected_ms, place
 from ._tracker import (
@@ -19,10 +32,18 @@ from ._tracker import (
 __all__ = [
     "COST_RANK",
     "DEFAULT_ADVERT_TTL_MS",
+    "DEFAULT_MAX_ADVERTS",
+    "DEFAULT_MAX_RTT_PEERS",
+    "DEFAULT_PEER_BUCKETS",
+    "DEFAULT_REPLAY_ENTRIES",
     "FAIL_NO_EXECUTOR",
     "FAIL_NO_MAJORITY",
     "FAIL_TIMEOUT",
+    "MAX_NONCE_BYTES",
     "MAX_SPEC_LIFETIME_MS",
+    "MIN_NONCE_BYTES",
+    "REPLAYED",
+    "REPLAY_FULL",
     "SLA_COST",
     "SLA_LATENCY",
     "Action",

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import heapq
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Admission", "Admit", "Refuse", "TokenBucket", "ReplayGuard", "MAX_SPEC_LIFETIME_MS"]
+__all__ = [
+    "Admission",
+    "Admit",
+    "Refuse",
+    "TokenBucket",
+    "ReplayGuard",
+    "MAX_SPEC_LIFETIME_MS",
+    "MAX_NONCE_BYTES",
+    "MIN_NONCE_BYTES",
+    "DEFAULT_REPLAY_ENTRIES",
+    "DEFAULT_PEER_BUCKETS",
+    "REPLAYED",
+    "REPLAY_FULL",
+]
 
 MAX_SPEC_LIFETIME_MS = 10 * 60_000
 """Specs claiming to live longer than this are refused (bounds the replay memory)."""
+MIN_NONCE_BYTES = 8
+MAX_NONCE_BYTES = 64
+"""Longer nonces are refused: the replay table keeps every admitted nonce until it expires."""
+DEFAULT_REPLAY_ENTRIES = 50_000
+"""Admitted specs remembered at once (about 15 MB); past it new specs get busy until some expire."""
+DEFAULT_PEER_BUCKETS = 4096
+"""Per-submitter rate-limit buckets kept (least recently used dropped first)."""
+REPLAYED = "replayed spec"
+REPLAY_FULL = "replay table full"
 
 
 @dataclass(frozen=True)
@@ -56,19 +81,32 @@ class Admission:
     task gets a slot and :meth:`finished` when it ends.
     """
 
-    def __init__(self, slots: int, queue_cap: int, peer_rate: float = 1000.0, peer_burst: float = 200.0) -> None:
+    def __init__(
+        self,
+        slots: int,
+        queue_cap: int,
+        peer_rate: float = 1000.0,
+        peer_burst: float = 200.0,
+        max_peers: int = DEFAULT_PEER_BUCKETS,
+    ) -> None:
         self.slots = slots
         self.queue_cap = queue_cap
         self.peer_rate = peer_rate
         self.peer_burst = peer_burst
+        self.max_peers = max_peers
+        """Buckets kept; the least recently used goes first (an idle bucket is full, so a fresh one is the same)."""
         self.running = 0
         self.queued = 0
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def offer(self, peer: str, now_ms: int) -> Admit | Refuse:
         bucket = self._buckets.get(peer)
         if bucket is None:
             bucket = self._buckets[peer] = TokenBucket(self.peer_rate, self.peer_burst, now_ms)
+            while len(self._buckets) > self.max_peers:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(peer)
         if self.running + self.queued >= self.slots + self.queue_cap:
             return Refuse("queue full", 50)
         if not bucket.take(now_ms):
@@ -96,31 +134,85 @@ class Admission:
     def queue_len(self) -> int:
         return self.queued
 
+    @property
+    def tracked_peers(self) -> int:
+        """Rate-limit buckets held (at most :attr:`max_peers`)."""
+        return len(self._buckets)
+
 
 class ReplayGuard:
-    """Refuses expired specs and any (author, nonce) seen before its expiry."""
+    """Refuses expired specs, oversized nonces and any (author, nonce) admitted before its expiry.
 
-    def __init__(self, max_lifetime_ms: int = MAX_SPEC_LIFETIME_MS) -> None:
+    Sans-IO: :meth:`check` only answers, :meth:`record` remembers an admitted spec
+    until its expiry, and :meth:`expire` (due at :meth:`next_deadline`) forgets what
+    expired; :meth:`check` and :meth:`record` run it themselves when it is due, so
+    the table never outgrows the specs live at ``now``.  At most ``max_entries`` are
+    held: past that :meth:`check` answers :data:`REPLAY_FULL` (the caller says busy)
+    rather than forget a live entry, which would reopen a replay.
+    """
+
+    def __init__(
+        self,
+        max_lifetime_ms: int = MAX_SPEC_LIFETIME_MS,
+        max_nonce_bytes: int = MAX_NONCE_BYTES,
+        max_entries: int = DEFAULT_REPLAY_ENTRIES,
+    ) -> None:
         self.max_lifetime_ms = max_lifetime_ms
-        self._seen: dict[tuple[bytes, bytes], int] = {}
+        self.max_nonce_bytes = max_nonce_bytes
+        self.max_entries = max_entries
+        self._seen: dict[bytes, int] = {}
+        self._heap: list[tuple[int, bytes]] = []
 
     def check(self, author: bytes, nonce: bytes, expires_ms: int, now_ms: int) -> str | None:
-        """Record the spec and return None if fresh; else the reason to refuse it."""
+        """None if the spec may be admitted (then call :meth:`record`); else the reason to refuse it."""
+        self.expire(now_ms)
         if expires_ms <= now_ms:
             return "expired spec"
         if expires_ms - now_ms > self.max_lifetime_ms:
             return "spec lifetime too long"
-        if len(nonce) < 8:
+        if len(nonce) < MIN_NONCE_BYTES:
             return "nonce too short"
-        key = (author, nonce)
-        if key in self._seen:
-            return "replayed spec"
-        self._seen[key] = expires_ms
+        if len(nonce) > self.max_nonce_bytes:
+            return "nonce too long"
+        if _key(author, nonce) in self._seen:
+            return REPLAYED
+        if len(self._seen) >= self.max_entries:
+            return REPLAY_FULL
         return None
 
-    def expire(self, now_ms: int) -> None:
-        for k in [k for k, exp in self._seen.items() if exp <= now_ms]:
-            del self._seen[k]
+    def record(self, author: bytes, nonce: bytes, expires_ms: int) -> None:
+        """Remember an admitted spec until ``expires_ms``."""
+        key = _key(author, nonce)
+        if key not in self._seen:
+            self._seen[key] = expires_ms
+            heapq.heappush(self._heap, (expires_ms, key))
+
+    def restore(self, entries: Iterable[tuple[bytes, bytes, int]], now_ms: int) -> int:
+        """Remember ``(author, nonce, expires_ms)`` entries kept across a restart; return how many."""
+        n = 0
+        for author, nonce, expires_ms in entries:
+            if expires_ms > now_ms and len(self._seen) < self.max_entries:
+                self.record(author, nonce, expires_ms)
+                n += 1
+        return n
+
+    def next_deadline(self) -> int | None:
+        """When the oldest entry expires (ms), or None when the table is empty."""
+        return self._heap[0][0] if self._heap else None
+
+    def expire(self, now_ms: int) -> int:
+        """Forget the specs expired at ``now_ms``; return how many."""
+        n = 0
+        heap = self._heap
+        while heap and heap[0][0] <= now_ms:
+            _exp, key = heapq.heappop(heap)
+            del self._seen[key]
+            n += 1
+        return n
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def _key(author: bytes, nonce: bytes) -> bytes:
+    return author + nonce  # authors are 32-byte keys, so the split is unambiguous

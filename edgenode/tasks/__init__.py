@@ -4,9 +4,11 @@ from ._chain import Appended, ChainWriter
 from ._executor import RESULT_CACHE, Executor
 from ._infer import RegistryEngine, npy_bytes, npy_load
 from ._ports import AdmissionHook, Clock, InferEngine, SystemClock, WasmEngine
+from ._replay import REPLAY_DB, MemoryReplayStore, ReplayStore, SqliteReplayStore
 from ._submitter import Submitter, TaskOutcome, TaskRequest
 
 __all__ = [
+    "REPLAY_DB",
     "RESULT_CACHE",
     "AdmissionHook",
     "Appended",
@@ -14,7 +16,10 @@ __all__ = [
     "Clock",
     "Executor",
     "InferEngine",
+    "MemoryReplayStore",
     "RegistryEngine",
+    "ReplayStore",
+    "SqliteReplayStore",
     "Submitter",
     "SystemClock",
     "TaskOutcome",

@@ -18,6 +18,7 @@ from pathlib import Path
 from ledger import MAX_BODY_BYTES
 
 from .. import wire
+from ..config import TablesSection
 from ..errors import EdgenodeError, SignatureError
 from ..identity import Identity
 from ..net import Transport
@@ -36,7 +37,7 @@ from ..protocol import (
     spec_hash,
 )
 from ..sandbox import Limits, TaskIO
-from ..scheduler import Admission, Refuse, ReplayGuard
+from ..scheduler import REPLAY_FULL, REPLAYED, Admission, Refuse, ReplayGuard
 from ..security import (
     POLICY_LEDGER_PAYLOAD,
     Grant,
@@ -51,11 +52,15 @@ from ..security import (
 from ..wire import Signer
 from ._chain import ChainWriter
 from ._ports import AdmissionHook, Clock, InferEngine, WasmEngine
+from ._replay import MemoryReplayStore, ReplayStore
 
 __all__ = ["Executor", "RESULT_CACHE"]
 
-RESULT_CACHE = 4096
-"""Receipts kept per (submitter, task id): a repeated task is answered, not run (nor recorded) twice."""
+RESULT_CACHE = TablesSection.receipts
+"""Receipts kept per (submitter, task id) by default: a repeated task is answered, not run (nor
+recorded) twice.  ``[tables] receipts`` and ``receipt_bytes`` set the count and the byte budget."""
+_FORGET_EVERY_MS = 10_000
+"""How often expired replay entries are deleted from the replay store."""
 
 log = logging.getLogger("edgenode.executor")
 
@@ -76,6 +81,8 @@ class Executor:
         on_done: Callable[[str, str, float], None] | None = None,
         on_refused: Callable[[str], None] | None = None,
         guard: SwarmGuard | None = None,
+        tables: TablesSection | None = None,
+        replay_store: ReplayStore | None = None,
     ) -> None:
         self.signer = signer
         self.transport = transport
@@ -89,10 +96,17 @@ class Executor:
         self.on_refused = on_refused
         self.guard = guard
         """Swarm mode: membership, per-peer limits and the local capability policy (None: open mode)."""
-        self.replay = ReplayGuard()
+        self.tables = tables or TablesSection()
+        """Bounds on the replay table, the receipt cache and the size of a spec."""
+        self.replay = ReplayGuard(max_nonce_bytes=self.tables.nonce_max_bytes, max_entries=self.tables.replay_entries)
+        self.replay_store: ReplayStore = replay_store or MemoryReplayStore()
+        """Keeps the replay table across restarts (an SQLite file in a node's home)."""
+        self._loaded: asyncio.Future[None] | None = None
+        self._forget_at = 0
         self.counts: Counter[str] = Counter()
         self._slots = asyncio.Semaphore(admission.slots)
         self._done: OrderedDict[tuple[bytes, str], bytes] = OrderedDict()
+        self._done_bytes = 0
         self._running: dict[tuple[bytes, str], asyncio.Future[bytes]] = {}
         self._inflight: set[asyncio.Task[bytes]] = set()
         self.closing = False
@@ -110,6 +124,27 @@ class Executor:
     def _seal(self, msg: object) -> bytes:
         return wire.seal(self.signer, msg)
 
+    async def start(self) -> None:
+        """Load the replay entries kept across a restart (:meth:`handle` does it on first use too)."""
+        if self._loaded is None:
+            self._loaded = asyncio.ensure_future(self._load_replay())
+        await asyncio.shield(self._loaded)
+
+    async def _load_replay(self) -> None:
+        now = self.clock.now_ms()
+        n = self.replay.restore(await self.replay_store.load(now), now)
+        if n:
+            log.info("replay entries restored", extra={"entries": n})
+
+    async def close(self) -> None:
+        """Close the replay store (after :meth:`drain`)."""
+        await self.replay_store.close()
+
+    @property
+    def cached_receipts(self) -> tuple[int, int]:
+        """Receipts kept to answer repeated requests: (count, total bytes)."""
+        return len(self._done), self._done_bytes
+
     async def handle(self, sender: str, data: bytes) -> bytes:
         """The :data:`TASK_PROTOCOL` request handler."""
         guard = self.guard
@@ -119,6 +154,12 @@ class Executor:
             except Refused as exc:
                 self._refused(exc.reason)
                 return self._seal(Rejected("", str(exc)))
+        if len(data) > self.tables.spec_max_bytes:
+            self._refused("invalid")
+            if guard is not None:
+                guard.offence(sender, "malformed", data[:4096])
+            return self._seal(Rejected("", f"spec too large ({len(data)} > {self.tables.spec_max_bytes} bytes)"))
+        await self.start()
         try:
             env, spec = wire.open_as(TaskSpec, data)
         except EdgenodeError as exc:
@@ -147,8 +188,12 @@ class Executor:
             self.counts["repeat"] += 1
             return await asyncio.shield(running)
         reason = self._refusal(env, spec, now)
+        if reason == REPLAY_FULL:
+            self._refused("busy")
+            deadline = self.replay.next_deadline()
+            return self._seal(Busy(spec.task_id, reason, max(1, (deadline or now + 1000) - now)))
         if reason is not None:
-            replayed = reason == "replayed spec"
+            replayed = reason == REPLAYED
             self._refused("replayed" if replayed and guard is not None else "rejected")
             if guard is not None and replayed:
                 guard.offence(sender, "replayed", data)
@@ -168,15 +213,42 @@ class Executor:
         if isinstance(verdict, Refuse):
             self._refused("busy")
             return self._seal(Busy(spec.task_id, verdict.reason, verdict.retry_after_ms))
+        # admitted: only now is the nonce remembered (refused specs cost the table nothing)
+        self.replay.record(env.author, spec.nonce, spec.expires_ms)
         task = asyncio.create_task(self._run_admitted(sender, env, spec, grant))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         fut: asyncio.Future[bytes] = asyncio.ensure_future(task)
         self._running[key] = fut
         try:
+            await self._persist_replay(env.author, spec.nonce, spec.expires_ms, now)
             return await asyncio.shield(fut)
         finally:
             self._running.pop(key, None)
+
+    async def _persist_replay(self, author: bytes, nonce: bytes, expires_ms: int, now: int) -> None:
+        """Keep an admitted spec's nonce in the replay store; now and then delete the expired ones."""
+        try:
+            await self.replay_store.add(author, nonce, expires_ms)
+            if now >= self._forget_at:
+                self._forget_at = now + _FORGET_EVERY_MS
+                await self.replay_store.forget(now)
+        except EdgenodeError as exc:
+            log.warning("replay store write failed", extra={"error": str(exc)})
+
+    def _cache_receipt(self, key: tuple[bytes, str], sealed: bytes) -> None:
+        """Keep ``sealed`` for repeats, within ``[tables] receipts`` and ``receipt_bytes`` (oldest out first)."""
+        limit = self.tables.receipt_bytes
+        if len(sealed) > limit // 4:  # a huge receipt would flush the cache; repeats of it run again
+            return
+        old = self._done.pop(key, None)
+        if old is not None:
+            self._done_bytes -= len(old)
+        self._done[key] = sealed
+        self._done_bytes += len(sealed)
+        while self._done and (len(self._done) > self.tables.receipts or self._done_bytes > limit):
+            _k, gone = self._done.popitem(last=False)
+            self._done_bytes -= len(gone)
 
     def _refused(self, why: str) -> None:
         self.counts[why] += 1
@@ -236,9 +308,7 @@ class Executor:
                     {} if grant is None else grant.as_dict(),
                 )
                 sealed = self._seal(receipt)
-                self._done[(env.author, spec.task_id)] = sealed
-                while len(self._done) > RESULT_CACHE:
-                    self._done.popitem(last=False)
+                self._cache_receipt((env.author, spec.task_id), sealed)
                 self.counts[f"status:{status}"] += 1
                 if self.on_done is not None:
                     self.on_done(spec.kind, status, float(self.clock.now_ms() - t0))
@@ -267,7 +337,7 @@ class Executor:
             try:
                 out = await asyncio.to_thread(engine.infer, spec.module, spec.input)
             except EdgenodeError as exc:
-                return "error", -1, b"", str(exc).encode()[:4096], 0, float(self.clock.now_ms() - t0)
+                return "error", -1, b"", _failure("infer failed", spec, exc), 0, float(self.clock.now_ms() - t0)
             return STATUS_OK, 0, out, b"", 0, float(self.clock.now_ms() - t0)
         assert self.wasm is not None
         wasm = self.wasm
@@ -276,7 +346,7 @@ class Executor:
                 blob = await self.transport.fetch_blob(sender, spec.module, timeout=30.0)
                 await asyncio.to_thread(wasm.compile, blob)
             except EdgenodeError as exc:
-                return "invalid_module", -1, b"", f"cannot get module: {exc}".encode()[:4096], 0, 0.0
+                return "invalid_module", -1, b"", _failure("cannot get module", spec, exc), 0, 0.0
         lim = spec.limits
         try:
             limits = Limits(lim.fuel, lim.timeout_ms, lim.memory_mb, lim.max_output_bytes)
@@ -289,7 +359,7 @@ class Executor:
         try:
             res = await asyncio.to_thread(wasm.run, spec.module, io, limits)
         except EdgenodeError as exc:
-            return "error", -1, b"", str(exc).encode()[:4096], 0, 0.0
+            return "error", -1, b"", _failure("run failed", spec, exc), 0, 0.0
         return str(res.status), res.exit_code, res.stdout, res.stderr, res.fuel_used, res.wall_ms
 
     async def drain(self, timeout: float) -> None:
@@ -297,3 +367,10 @@ class Executor:
         self.closing = True
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=timeout)
+
+
+def _failure(what: str, spec: TaskSpec, exc: EdgenodeError) -> bytes:
+    """The stderr a receipt carries for a local failure: a code for the submitter, the detail in our log."""
+    code = getattr(exc, "reason", None) or type(exc).__name__
+    log.warning(what, extra={"task_id": spec.task_id, "error": str(exc), "code": code})
+    return f"{what}: {code} (details in the executor's log)".encode()[:4096]

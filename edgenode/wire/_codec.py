@@ -7,6 +7,11 @@ exactly one encoding (minimal varints, map keys sorted by their UTF-8 bytes,
 no duplicates), and decoding checks all of that, so ``encode(decode(b)) == b``
 for every ``b`` that decodes.  Decoding is total: any byte string either
 decodes or raises :class:`~edgenode.errors.DecodeError`.
+
+Decoding is also bounded: at most :data:`MAX_ITEMS` values (scalars, lists and
+maps all count) and :data:`MAX_DEPTH` levels of nesting per call, so the
+memory and time a peer's bytes cost are O(input) with a small constant (a
+2-byte empty list would otherwise become a 64-byte Python list).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Mapping
 
 from ..errors import DecodeError, LocalError
 
-__all__ = ["Value", "encode", "decode", "MAX_DEPTH", "MAX_SIZE"]
+__all__ = ["Value", "encode", "decode", "MAX_DEPTH", "MAX_SIZE", "MAX_ITEMS"]
 
 Value = None | bool | int | float | bytes | str | list["Value"] | dict[str, "Value"]
 
@@ -25,6 +30,8 @@ MAX_DEPTH = 32
 """Deepest nesting of lists and maps accepted by the decoder."""
 MAX_SIZE = 64 * 1024 * 1024
 """Largest encoded value accepted by the decoder (64 MiB)."""
+MAX_ITEMS = 65_536
+"""Most values (every scalar, list and map counts one) one :func:`decode` call builds."""
 
 _NONE, _FALSE, _TRUE, _INT, _FLOAT, _BYTES, _STR, _LIST, _MAP = range(9)
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
@@ -89,6 +96,13 @@ def _enc(v: object, out: bytearray, depth: int) -> None:
         raise LocalError(f"cannot encode a {type(v).__name__}")
 
 
+def bytes_header(n: int) -> bytes:
+    """The tag and length that precede ``n`` raw bytes in :func:`encode`'s output."""
+    out = bytearray([_BYTES])
+    _varint(n, out)
+    return bytes(out)
+
+
 def encode(value: object) -> bytes:
     """Return the canonical bytes of ``value``; raise LocalError if it has none."""
     out = bytearray()
@@ -97,11 +111,13 @@ def encode(value: object) -> bytes:
 
 
 class _Reader:
-    __slots__ = ("buf", "pos")
+    __slots__ = ("buf", "items", "pos")
 
-    def __init__(self, buf: bytes) -> None:
+    def __init__(self, buf: bytes, max_items: int) -> None:
         self.buf = buf
         self.pos = 0
+        self.items = max_items
+        """Values still allowed before the decoder gives up."""
 
     def byte(self) -> int:
         if self.pos >= len(self.buf):
@@ -141,9 +157,12 @@ class _Reader:
             raise DecodeError("invalid UTF-8 in string") from exc
 
 
-def _dec(r: _Reader, depth: int) -> Value:
-    if depth > MAX_DEPTH:
+def _dec(r: _Reader, depth: int, max_depth: int) -> Value:
+    if depth > max_depth:
         raise DecodeError("value nested too deeply")
+    r.items -= 1
+    if r.items < 0:
+        raise DecodeError("too many values in one message")
     tag = r.byte()
     if tag == _NONE:
         return None
@@ -170,11 +189,15 @@ def _dec(r: _Reader, depth: int) -> Value:
         n = r.varint()
         if n > len(r.buf) - r.pos:
             raise DecodeError("list longer than the input")
-        return [_dec(r, depth + 1) for _ in range(n)]
+        if n > r.items:
+            raise DecodeError("too many values in one message")
+        return [_dec(r, depth + 1, max_depth) for _ in range(n)]
     if tag == _MAP:
         n = r.varint()
         if n > len(r.buf) - r.pos:
             raise DecodeError("map longer than the input")
+        if n > r.items:
+            raise DecodeError("too many values in one message")
         out: dict[str, Value] = {}
         prev: bytes | None = None
         for _ in range(n):
@@ -185,22 +208,26 @@ def _dec(r: _Reader, depth: int) -> Value:
             if prev is not None and kraw <= prev:
                 raise DecodeError("map keys not strictly ascending")
             prev = kraw
-            out[key] = _dec(r, depth + 1)
+            out[key] = _dec(r, depth + 1, max_depth)
         return out
     raise DecodeError(f"unknown tag 0x{tag:02x}")
 
 
-def decode(data: bytes | bytearray | memoryview) -> Value:
-    """Decode canonical bytes; raise DecodeError for anything else."""
+def decode(
+    data: bytes | bytearray | memoryview, *, max_items: int = MAX_ITEMS, max_depth: int = MAX_DEPTH
+) -> Value:
+    """Decode canonical bytes; raise DecodeError for anything else.
+
+    At most ``max_items`` values and ``max_depth`` levels of nesting are built
+    (callers may only lower the defaults); more is a DecodeError.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise LocalError(f"decode takes bytes, not {type(data).__name__}")
-    buf = bytes(data)
-    if len(buf) > MAX_SIZE:
+    if len(data) > MAX_SIZE:
         raise DecodeError("input larger than MAX_SIZE")
-    r = _Reader(buf)
-    v = _dec(r, 0)
+    buf = bytes(data)
+    r = _Reader(buf, min(max_items, MAX_ITEMS))
+    v = _dec(r, 0, min(max_depth, MAX_DEPTH))
     if r.pos != len(buf):
         raise DecodeError("trailing bytes after value")
     return v
-
-

@@ -36,10 +36,63 @@ def test_token_bucket_caps_at_burst() -> None:
 def test_replay_guard() -> None:
     g = ReplayGuard(max_lifetime_ms=10_000)
     assert g.check(b"k", b"n" * 16, expires_ms=5000, now_ms=0) is None
+    g.record(b"k", b"n" * 16, expires_ms=5000)
+    assert g.next_deadline() == 5000
     assert g.check(b"k", b"n" * 16, expires_ms=5000, now_ms=1) == "replayed spec"
     assert g.check(b"other", b"n" * 16, expires_ms=5000, now_ms=1) is None
     assert g.check(b"k", b"m" * 16, expires_ms=5000, now_ms=5000) == "expired spec"
     assert g.check(b"k", b"m" * 16, expires_ms=50_000, now_ms=0) == "spec lifetime too long"
     assert g.check(b"k", b"short", expires_ms=5000, now_ms=0) == "nonce too short"
-    g.expire(5000)
-    assert len(g) == 0
+    assert len(g) == 0 and g.next_deadline() is None  # the check at 5000 forgot it
+
+
+def test_replay_guard_caps_nonce_size() -> None:
+    g = ReplayGuard(max_lifetime_ms=10_000, max_nonce_bytes=64)
+    assert g.check(b"k", b"n" * 64, expires_ms=5000, now_ms=0) is None
+    assert g.check(b"k", b"n" * 65, expires_ms=5000, now_ms=0) == "nonce too long"
+    assert g.check(b"k", b"n" * (8 << 20), expires_ms=5000, now_ms=0) == "nonce too long"
+
+
+def test_replay_guard_checks_without_recording() -> None:
+    g = ReplayGuard()
+    for i in range(100):
+        assert g.check(b"k" * 32, i.to_bytes(16, "big"), expires_ms=5000, now_ms=0) is None
+    assert len(g) == 0  # only record() remembers: a refused spec costs nothing
+
+
+def test_replay_guard_forgets_on_its_own_as_time_passes() -> None:
+    g = ReplayGuard(max_lifetime_ms=10_000)
+    for i in range(1000):
+        now = i * 10
+        assert g.check(b"k" * 32, i.to_bytes(16, "big"), expires_ms=now + 100, now_ms=now) is None
+        g.record(b"k" * 32, i.to_bytes(16, "big"), expires_ms=now + 100)
+    # check() expired what was due: only the specs of the last 100 ms are held
+    assert len(g) <= 11
+
+
+def test_replay_guard_is_bounded_and_never_forgets_a_live_entry() -> None:
+    g = ReplayGuard(max_lifetime_ms=10_000, max_entries=3)
+    for i in range(3):
+        g.record(b"k" * 32, bytes([i]) * 16, expires_ms=1000 + i)
+    assert g.check(b"k" * 32, b"x" * 16, expires_ms=5000, now_ms=0) == "replay table full"
+    assert g.check(b"k" * 32, b"\x00" * 16, expires_ms=5000, now_ms=0) == "replayed spec"
+    assert len(g) == 3
+    assert g.check(b"k" * 32, b"x" * 16, expires_ms=5000, now_ms=1000) is None  # the first expired
+
+
+def test_replay_guard_restores_only_live_entries() -> None:
+    g = ReplayGuard(max_lifetime_ms=10_000)
+    n = g.restore([(b"k" * 32, b"a" * 16, 500), (b"k" * 32, b"b" * 16, 2000)], now_ms=1000)
+    assert n == 1
+    assert g.check(b"k" * 32, b"b" * 16, expires_ms=2000, now_ms=1000) == "replayed spec"
+    assert g.check(b"k" * 32, b"a" * 16, expires_ms=2000, now_ms=1000) is None
+
+
+def test_admission_keeps_a_bounded_number_of_peer_buckets() -> None:
+    a = Admission(slots=1_000_000, queue_cap=0, peer_rate=1.0, peer_burst=1.0, max_peers=100)
+    for i in range(10_000):
+        assert isinstance(a.offer(f"throwaway-{i}", 0), Admit)
+    assert a.tracked_peers == 100
+    # a recent peer keeps its (empty) bucket: its limit still holds
+    refused = a.offer("throwaway-9999", 0)
+    assert isinstance(refused, Refuse) and refused.reason == "rate limit"
