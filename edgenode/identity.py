@@ -6,7 +6,9 @@ peer id of the key) and the author of the node's ledger entries.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,20 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     return raw[len(prefix) :]
 
 
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or link in ``directory`` durable (best effort where directories cannot be opened)."""
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
 def verify(public_key: bytes, data: bytes, signature: bytes) -> None:
     """Check an Ed25519 signature; raise :class:`SignatureError` if it fails."""
     try:
@@ -116,20 +132,39 @@ class Identity:
         return self._key.sign(data).signature
 
     def save(self, path: Path, *, force: bool = False) -> None:
-        """Write the key to ``path`` with mode 0600; refuse to overwrite unless ``force``."""
+        """Write the key to ``path`` with mode 0600; refuse to overwrite unless ``force``.
+
+        The key is never written through a symlink and never truncated in place: a new
+        file (mode 0600 from its creation, ``O_EXCL``, no symlink followed) is written and
+        fsynced, then linked (or, with ``force``, renamed) to ``path``, and the directory
+        is fsynced.  A power cut leaves either the old key or the new one.
+        """
         path = Path(path)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+        if not force and os.path.lexists(path):
+            raise LocalError(f"{path} exists; use --force to replace the node key")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            raise LocalError(f"cannot write {path}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(_KEY_MAGIC + self.seed.hex().encode() + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            if force:
+                os.replace(tmp, path)  # replaces a symlink itself, never its target
+            else:
+                os.link(tmp, path)  # atomic, and fails if anything appeared at path meanwhile
         except FileExistsError as exc:
             raise LocalError(f"{path} exists; use --force to replace the node key") from exc
         except OSError as exc:
             raise LocalError(f"cannot write {path}: {exc.strerror}") from exc
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(_KEY_MAGIC + self.seed.hex().encode() + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> Identity:

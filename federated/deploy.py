@@ -18,6 +18,7 @@ import datetime as _dt
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -151,13 +152,40 @@ def make_tls(directory: str | Path, hosts: Sequence[str] = ("127.0.0.1", "localh
     files = TlsFiles(d / "ca.crt", d / "server.pem", d / "server.key")
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.server_key.write_bytes(
+    _write_private(
+        files.server_key,
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        ),
     )
-    files.server_key.chmod(0o600)
     return files
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a private key so that it is never readable by others, not even for a moment.
+
+    The bytes go to a fresh temporary file created with mode 0600 (``O_EXCL``, no
+    symlink followed) beside ``path``, are fsynced, and the file is renamed over
+    ``path``; a symlink at ``path`` is replaced, never written through.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def make_supernode_keys(directory: str | Path, name: str) -> NodeKeys:
@@ -169,12 +197,12 @@ def make_supernode_keys(directory: str | Path, name: str) -> NodeKeys:
     d.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP384R1())
     keys = NodeKeys(d / name, d / f"{name}.pub")
-    keys.private.write_bytes(
+    _write_private(
+        keys.private,
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
+        ),
     )
-    keys.private.chmod(0o600)
     keys.public.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     )

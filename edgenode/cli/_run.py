@@ -22,7 +22,7 @@ from ..inference import ModelRegistry
 from ..metrics import setup_json_logging
 from ..net.p2p import P2PTransport
 from ..node import Node
-from ..sandbox import Sandbox, SandboxConfig
+from ..sandbox import Sandbox
 from ..security import load_guard
 from ..tasks import REPLAY_DB, RegistryEngine, SqliteReplayStore, SystemClock
 from ._common import EXIT_OK, add_home, home_of
@@ -68,7 +68,8 @@ async def _run(args: argparse.Namespace) -> int:
     if args.slots is not None:
         nodesec = dataclasses.replace(nodesec, slots=args.slots)
     cfg = dataclasses.replace(cfg, net=net, node=nodesec)
-    guard = load_guard(ident, home, cfg.swarm, SystemClock().now_ms)  # before anything opens: fail fast
+    # before anything opens: fail fast
+    guard = load_guard(ident, home, cfg.swarm, SystemClock().now_ms, tables=cfg.tables)
     setup_json_logging(30 if args.quiet else 20)
     logging.getLogger("libp2p").setLevel(logging.WARNING)
     try:
@@ -81,7 +82,8 @@ async def _run(args: argparse.Namespace) -> int:
         await store.close()
         raise
     registry = ModelRegistry(home / "models")
-    sandbox = Sandbox(SandboxConfig(cache_dir=home / "cache"), models=registry)
+    sandbox = Sandbox(dataclasses.replace(cfg.sandbox, cache_dir=home / (cfg.sandbox.cache_dir or "cache")),
+                      models=registry)
     transport = P2PTransport(ident, listen=list(net.listen), bootstrap=list(net.bootstrap),
                              mdns=net.mdns, quic=net.transport == "quic")
     node = Node(ident, cfg, transport, store, sandbox, RegistryEngine(registry), guard=guard, replay_store=replay)

@@ -7,9 +7,11 @@ class keeps the node's own state and checks the caller's side of the API.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+from ..errors import RemoteError
 from ._errors import NetError, NotRunning, RequestTimeout, Unreachable
 from ._mem_core import Stream
 from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Transport, Validator
@@ -305,7 +307,11 @@ class MemTransport(Transport):
             self._c["requests_served"] += 1
         except Exception as exc:  # the handler's failure goes back to the requester, never into the network
             ok = False
-            payload = f"{type(exc).__name__}: {exc}".encode()
+            # a reason code only (as over libp2p); the detail stays in our log
+            payload = b"bad_request" if isinstance(exc, RemoteError) else b"handler_failed"
+            logging.getLogger("edgenode.net").debug(
+                "request handler failed", extra={"sender": src._peer_id, "error": f"{type(exc).__name__}: {exc}"}
+            )
             self._c["requests_failed"] += 1
         if self._up and self._epoch == epoch:
             self._net._send_response(self, src, rid, ok, payload)

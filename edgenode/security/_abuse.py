@@ -8,7 +8,7 @@ should disconnect it and gossip the evidence.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from ..scheduler import TokenBucket
@@ -54,6 +54,10 @@ class AbuseConfig:
     """How long a ban lasts."""
     decay_per_s: float = 0.5
     """Penalty points forgiven per second of good behaviour."""
+    max_peers: int = 4096
+    """Peers tracked at once (buckets, scores and bans each); the least recently seen are forgotten
+    first.  A forgotten bucket is a full one (what an idle peer has anyway) and a forgotten score is
+    zero, so a flood of throwaway keys costs a bounded table, not a growing one."""
 
 
 class AbuseGuard:
@@ -61,8 +65,8 @@ class AbuseGuard:
 
     def __init__(self, config: AbuseConfig | None = None) -> None:
         self.config = config or AbuseConfig()
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
-        self._score: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[tuple[str, str], TokenBucket] = OrderedDict()
+        self._score: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._banned_until: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
         """Refusals by reason and offences by kind."""
@@ -78,6 +82,10 @@ class AbuseGuard:
         bucket = self._buckets.get((peer, kind))
         if bucket is None:
             bucket = self._buckets[(peer, kind)] = TokenBucket(spec.rate, spec.burst, now * 1000.0)
+            while len(self._buckets) > self.config.max_peers * max(1, len(self.config.limits)):
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end((peer, kind))
         if not bucket.take(now * 1000.0, cost):
             self.counters[f"rate_limited_{kind}"] += 1
             self.penalise(peer, "rate_limited", now)
@@ -88,12 +96,30 @@ class AbuseGuard:
         """Add the offence's points; True when this pushed the peer into a ban."""
         self.counters[f"offence_{offence}"] += 1
         score = self.score(peer, now) + PENALTIES.get(offence, 1.0)
+        self._score.pop(peer, None)
         self._score[peer] = (score, now)
+        while len(self._score) > self.config.max_peers:
+            self._score.popitem(last=False)
         if score >= self.config.ban_threshold and not self.is_banned(peer, now):
             self._banned_until[peer] = now + self.config.ban_s
             self.counters["banned"] += 1
+            if len(self._banned_until) > self.config.max_peers:
+                self._trim_bans(now)
             return True
         return False
+
+    def _trim_bans(self, now: float) -> None:
+        """Forget the bans that ended, then those ending soonest, down to ``max_peers``."""
+        for p in [p for p, until in self._banned_until.items() if until <= now]:
+            del self._banned_until[p]
+        extra = len(self._banned_until) - self.config.max_peers
+        if extra > 0:
+            for p in sorted(self._banned_until, key=self._banned_until.__getitem__)[:extra]:
+                del self._banned_until[p]
+
+    def tracked(self) -> tuple[int, int, int]:
+        """Entries held: (rate-limit buckets, penalty scores, bans); each bounded by ``max_peers``."""
+        return len(self._buckets), len(self._score), len(self._banned_until)
 
     def score(self, peer: str, now: float) -> float:
         score, last = self._score.get(peer, (0.0, now))

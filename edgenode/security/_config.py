@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import PolicySection, SwarmSection
+from ..config import PolicySection, SwarmSection, TablesSection
 from ..errors import LocalError
 from ..identity import Identity, public_key_from_peer_id
+from ._abuse import AbuseConfig, AbuseGuard
 from ._errors import PolicyError
 from ._policy import LocalPolicy
 from ._swarm import SwarmGuard
@@ -33,6 +34,8 @@ def policy_from_config(sec: PolicySection) -> LocalPolicy:
         data_dirs=dirs,
         max_output_bytes=sec.max_output_bytes,
         max_fuel=sec.max_fuel,
+        max_memory_mb=sec.max_memory_mb,
+        max_timeout_ms=sec.max_timeout_ms,
     )
 
 
@@ -62,6 +65,7 @@ def load_guard(
     now_ms: Callable[[], int],
     *,
     cert: Path | None = None,
+    tables: TablesSection | None = None,
 ) -> SwarmGuard | None:
     """The node's :class:`SwarmGuard` per ``[swarm]``, or None in open mode (no swarm id, no cert given)."""
     if not sec.swarm_id and cert is None:
@@ -77,5 +81,7 @@ def load_guard(
     except LocalError as exc:
         raise PolicyError(f"[swarm] swarm_id is not a peer id: {sec.swarm_id!r}") from exc
     revocations = [r for f in sec.revocations for r in read_sealed_list(home / f)]
+    tab = tables or TablesSection()
     return SwarmGuard(identity, sealed, now_ms, swarm=swarm, policy=policy_from_config(sec.policy),
-                      revocations=revocations)
+                      revocations=revocations, abuse=AbuseGuard(AbuseConfig(max_peers=tab.peers)),
+                      max_evidence=tab.evidence, cert_skew_ms=tab.cert_skew_ms)

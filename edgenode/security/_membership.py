@@ -24,10 +24,13 @@ __all__ = [
     "issue_revocation",
     "MembershipView",
     "Member",
+    "DEFAULT_CERT_SKEW_MS",
 ]
 
 ROLES = ("executor", "submitter", "trainer", "admin")
 """Roles a certificate may grant.  ``admin`` may do everything."""
+DEFAULT_CERT_SKEW_MS = 300_000
+"""Clock skew tolerated on a certificate's ``not_before_ms`` (a member's clock may run 5 minutes ahead)."""
 
 
 @wire.message("swarm.cert", 1)
@@ -99,12 +102,19 @@ def issue_revocation(admin: Identity, member_public_key: bytes, serial: int, *, 
 
 
 class MembershipView:
-    """What one node knows of its swarm: the admin key and the revocations seen."""
+    """What one node knows of its swarm: the admin key and the revocations seen.
 
-    def __init__(self, swarm: bytes) -> None:
+    A certificate is accepted from ``skew_ms`` before its ``not_before_ms``: the admin's
+    clock and ours need not agree to the millisecond for a fresh certificate to work.
+    """
+
+    def __init__(self, swarm: bytes, skew_ms: int = DEFAULT_CERT_SKEW_MS) -> None:
         if len(swarm) != 32:
             raise ValueError("a swarm is named by a 32-byte admin key")
+        if skew_ms < 0:
+            raise ValueError("the tolerated clock skew cannot be negative")
         self.swarm = swarm
+        self.skew_ms = skew_ms
         self._revoked: set[tuple[bytes, int]] = set()
         self._certs: dict[bytes, bytes] = {}
 
@@ -145,8 +155,8 @@ class MembershipView:
             raise Refused("wrong_swarm", f"certificate is for swarm {peer_id_from_public_key(cert.swarm)}")
         if cert.member != peer_key:
             raise Refused("wrong_holder", "certificate names another key")
-        if now_ms < cert.not_before_ms:
-            raise Refused("not_yet_valid", f"valid from {cert.not_before_ms}")
+        if now_ms + self.skew_ms < cert.not_before_ms:
+            raise Refused("not_yet_valid", f"valid from {cert.not_before_ms} (skew tolerated: {self.skew_ms} ms)")
         if cert.expires_ms and now_ms >= cert.expires_ms:
             raise Refused("expired", f"expired at {cert.expires_ms}")
         if self.is_revoked(cert.member, cert.serial):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from ..identity import Identity, public_key_from_peer_id
 from ..net import BlobStore, Handler, NetError, PeerEventKind, Transport, Validator, blob_handler
 from ._abuse import AbuseGuard
 from ._errors import PolicyError, Refused
-from ._membership import Member, MembershipCert, MembershipView, Revocation
+from ._membership import DEFAULT_CERT_SKEW_MS, Member, MembershipCert, MembershipView, Revocation
 from ._policy import LocalPolicy
 
 __all__ = [
@@ -52,6 +52,10 @@ EVIDENCE_TOPIC = "edgenode/evidence/1"
 """Sealed :class:`Evidence` against a peer that was penalised into a ban."""
 
 HANDSHAKE_TIMEOUT_S = 5.0
+MAX_EVIDENCE = 256
+"""Evidence records kept by default (oldest dropped first)."""
+MAX_PROOF_BYTES = 65_536
+"""Largest proof an evidence record may carry (this peer cuts its own to this; longer ones are refused)."""
 DROP_GRACE_S = 0.2
 """A refused peer is disconnected this long after the refusal, so the reason reaches it first."""
 
@@ -105,6 +109,8 @@ class SwarmGuard:
         policy: LocalPolicy | None = None,
         revocations: Sequence[bytes] = (),
         on_refused: Callable[[str], None] | None = None,
+        max_evidence: int = MAX_EVIDENCE,
+        cert_skew_ms: int = DEFAULT_CERT_SKEW_MS,
     ) -> None:
         try:
             _env, own = wire.open_as(MembershipCert, cert)
@@ -115,14 +121,14 @@ class SwarmGuard:
         self.identity = identity
         self.cert = cert
         self.now_ms = now_ms
-        self.view = MembershipView(own.swarm)
+        self.view = MembershipView(own.swarm, skew_ms=cert_skew_ms)
         self.abuse = abuse or AbuseGuard()
         self.policy = policy or LocalPolicy()
         self.on_refused = on_refused
         self.refusals: Counter[str] = Counter()
         """Refusals by reason (connections, gossip, requests and tasks)."""
-        self.evidence: list[Evidence] = []
-        """Evidence received from other members (and published by this one)."""
+        self.evidence: deque[Evidence] = deque(maxlen=max_evidence)
+        """Evidence received from other members (and published by this one); the newest ``max_evidence``."""
         for rev in revocations:
             self.view.add_revocation(rev)
         self._revocations = list(revocations)
@@ -229,7 +235,7 @@ class SwarmGuard:
             self._members.pop(peer, None)
             self._spawn(self._drop_later(peer))
             try:
-                ev = Evidence(public_key_from_peer_id(peer), offence, proof[:65536], now)
+                ev = Evidence(public_key_from_peer_id(peer), offence, proof[:MAX_PROOF_BYTES], now)
             except LocalError:
                 return True
             self.evidence.append(ev)
@@ -406,6 +412,9 @@ class SwarmGuard:
         try:
             _env, ev = wire.open_as(Evidence, data)
         except EdgenodeError:
+            return False
+        if len(ev.proof) > MAX_PROOF_BYTES:
+            self.offence(sender, "malformed", data[:MAX_PROOF_BYTES])
             return False
         self.evidence.append(ev)
         if ev.offence == "equivocation":

@@ -59,7 +59,9 @@ def test_each_bad_certificate_has_its_reason() -> None:
     assert reason(lambda: view.check(STRANGER.public_key, b"junk", NOW)) == "bad_certificate"
     assert reason(lambda: view.check(MEMBER.public_key, cert(admin=OTHER_ADMIN), NOW)) == "wrong_swarm"
     assert reason(lambda: view.check(STRANGER.public_key, cert(), NOW)) == "wrong_holder"
-    assert reason(lambda: view.check(MEMBER.public_key, cert(), NOW - 1)) == "not_yet_valid"
+    assert reason(lambda: view.check(MEMBER.public_key, cert(), NOW - 300_001)) == "not_yet_valid"
+    assert reason(lambda: MembershipView(ADMIN.public_key, skew_ms=0).check(MEMBER.public_key, cert(), NOW - 1)) \
+        == "not_yet_valid"
     assert reason(lambda: view.check(MEMBER.public_key, cert(), NOW + 10_000)) == "expired"
 
 
