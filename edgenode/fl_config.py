@@ -51,10 +51,17 @@ class FLSection:
     """Largest ``rounds`` a start command may ask for; bigger ones are refused."""
     controllers: tuple[str, ...] = ()
     """Peer ids allowed to start runs; empty: any peer whose signature verifies."""
+    trainers: tuple[str, ...] = ()
+    """Peer ids whose model updates count; empty: in swarm mode members with the ``trainer`` role,
+    in open mode anyone (open mode cannot tell Sybil keys apart: set this on a public node)."""
+    rejoin_quorum: int = 2
+    """Distinct peers two or more rounds ahead that make this node jump to their round (>= 2)."""
 
     def __post_init__(self) -> None:
         if self.num_partitions < 1 or self.epochs < 1 or self.batch_size < 1 or self.max_rounds < 1:
             raise LocalError("[fl] num_partitions, epochs, batch_size and max_rounds must be >= 1")
+        if self.rejoin_quorum < 2:
+            raise LocalError("[fl] rejoin_quorum must be >= 2 (one peer never moves a node)")
         if self.learning_rate <= 0 or self.alpha <= 0:
             raise LocalError("[fl] learning_rate and alpha must be > 0")
         if self.partition:
@@ -126,4 +133,9 @@ FL_TEMPLATE = """
 # max_rounds = 1000
 # Peer ids allowed to start runs; empty: anyone whose signature verifies.
 # controllers = []
+# Peer ids whose model updates count; empty: swarm members with the "trainer" role
+# (open mode: anyone -- set it on a public node).
+# trainers = []
+# Distinct peers two or more rounds ahead that make this node rejoin at their round.
+# rejoin_quorum = 2
 """

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from . import wire
 from .errors import EdgenodeError, LocalError, RemoteError
 from .fl_config import FLSection, make_loader, train_config
-from .fl_service import FederatedService, ModelSink, Note, fl_topic
+from .fl_service import FederatedService, ModelSink, Note, TrainerCheck, fl_topic
 from .identity import Identity
 from .net import GossipMessage, NetError, Transport, follow_gossip
 from .security import Refused, SwarmGuard
@@ -164,7 +164,17 @@ class StartGate:
             raise StartRefused("bounds", f"rounds 1..{sec.max_rounds}, quorum >= 1")
         if not 0 < start.round_timeout_s <= 3600:
             raise StartRefused("bounds", "round_timeout_s in (0, 3600]")
+        need = _min_authors(start)
+        if start.quorum < need:
+            raise StartRefused("bounds", f"{start.strategy} tolerating {start.malicious} needs quorum >= {need}")
         self._seen[start.run_id] = start.expires_ms
+
+
+def _min_authors(start: FLStart) -> int:
+    from federated import StrategyConfig
+    from federated.rounds import min_authors_for
+
+    return min_authors_for(StrategyConfig(start.strategy, num_malicious=start.malicious))
 
 
 def _seed_of(run_id: str) -> int:
@@ -195,7 +205,7 @@ class FLController:
         self._clock: Clock = clock or SystemClock()
         self._round_clock = round_clock
         self.guard = guard
-        """Swarm mode: members only, and a start needs the ``trainer`` (or ``admin``) role."""
+        """Swarm mode: members only; a start, and a model update, needs the ``trainer`` (or ``admin``) role."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._runs: dict[str, asyncio.Task[None]] = {}
         self.active: str | None = None
@@ -203,6 +213,8 @@ class FLController:
         self.results: dict[str, list[RoundDone]] = {}
         """Closed rounds (:class:`federated.RoundDone`) of every finished run, by run id."""
         self.counters: dict[str, int] = {"started": 0, "refused": 0, "progress_sent": 0, "failed": 0}
+        self.idle_counters: dict[str, int] = {"validator_rejected": 0}
+        """Model updates refused on the model topics between runs (``refused_<reason>``)."""
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -221,9 +233,12 @@ class FLController:
         self._spawn(follow_gossip(t.subscribe(FL_PROGRESS_TOPIC), _ignore, log, "fl gossip"))
         # Model topics stay subscribed between runs: gossipsub refuses to re-graft a mesh for a
         # while after a peer leaves a topic, so a run right after another would lose updates.
-        from federated.models import MODEL_FACTORIES
+        from federated.models import MODEL_FACTORIES, make_model
 
         for model in sorted(MODEL_FACTORIES):
+            # Between runs too, only well-formed updates of allowed trainers are relayed.
+            check = TrainerCheck(g, self.section.trainers)
+            t.set_validator(fl_topic(model), check.validator(model, make_model(model).shapes, self.idle_counters))
             self._spawn(follow_gossip(t.subscribe(fl_topic(model)), _ignore, log, "fl gossip"))
 
     async def stop(self) -> None:
@@ -310,11 +325,13 @@ class FLController:
             rounds = RoundConfig(
                 quorum=start.quorum, round_timeout=start.round_timeout_s, max_rounds=start.rounds,
                 strategy=StrategyConfig(start.strategy, num_malicious=start.malicious),
+                rejoin_quorum=self.section.rejoin_quorum, min_authors=_min_authors(start),
             )
             svc = FederatedService(
                 self.transport, self.identity, loader=make_loader(self.section, self.identity.peer_id),
                 model=start.model, rounds=rounds, train=train_config(self.section), registry=self._registry,
                 note=self._note, on_round=on_round, clock=self._round_clock, seed=_seed_of(start.run_id),
+                guard=self.guard, trainers=self.section.trainers,
             )
             hashes = svc.model_hashes  # the service appends this round's hash before calling on_round
         except (FederatedError, LocalError) as exc:

@@ -7,13 +7,20 @@ is noted in the ledger (kind ``model_update``), and every aggregated model is
 exported to ONNX and hot-swapped into the :class:`~edgenode.inference.ModelRegistry`
 under its hash, with the model's name as alias, so tasks that name the model
 use the new version without a restart.
+
+Who may contribute: in swarm mode (a :class:`~edgenode.security.SwarmGuard`) only
+members whose certificate holds the ``trainer`` (or ``admin``) role, each update
+gossiped by its own author; in open mode anyone, or only the peer ids of
+``[fl] trainers`` when that list is set.  Everything else is refused in the topic
+validator (not forwarded, counted by reason in :attr:`FederatedService.counters` and,
+in swarm mode, in the guard's refusals) and again in the round engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Protocol
 
 from federated import (
@@ -33,16 +40,28 @@ from federated import (
 from federated.gossip import GossipDriver
 from federated.rounds import Event
 
-from .errors import SignatureError
-from .identity import Identity, verify
+from .errors import LocalError, SignatureError
+from .identity import Identity, peer_id_from_public_key, verify
 from .net import GossipMessage, Transport
+from .security import Refused, SwarmGuard
 
-__all__ = ["FL_TOPIC_PREFIX", "LEDGER_KIND", "fl_topic", "identity_verify", "ModelSink", "FederatedService"]
+__all__ = [
+    "FL_TOPIC_PREFIX",
+    "LEDGER_KIND",
+    "TRAINER_ROLE",
+    "fl_topic",
+    "identity_verify",
+    "ModelSink",
+    "TrainerCheck",
+    "FederatedService",
+]
 
 FL_TOPIC_PREFIX = "/edgenode/fl/"
 """Gossip topics of federated models: ``/edgenode/fl/<model>/1``."""
 LEDGER_KIND = "model_update"
 """Ledger entry kind noting a published update: body ``{"model", "round", "sha256"}`` (canonical JSON)."""
+TRAINER_ROLE = "trainer"
+"""The certificate role a swarm member needs for its model updates to count."""
 
 
 def fl_topic(model: str) -> str:
@@ -71,6 +90,77 @@ Note = Callable[[str, bytes], Awaitable[object]]
 """``await note(kind, body)``: append a ledger entry (e.g. ``node.chain.append``)."""
 
 
+class TrainerCheck:
+    """Whose model updates count: swarm members with the trainer role, or an open-mode allow-list.
+
+    ``refusal(author)`` returns None for an allowed author, else a :class:`Refused` with its reason.
+    """
+
+    def __init__(self, guard: SwarmGuard | None = None, trainers: Collection[str] = ()) -> None:
+        self.guard = guard
+        self.trainers = frozenset(trainers)
+
+    def refusal(self, author: bytes) -> Refused | None:
+        try:
+            peer = peer_id_from_public_key(author)
+        except LocalError:
+            return Refused("bad_certificate", "the update's author is not an Ed25519 key")
+        if self.guard is not None:
+            try:
+                member = self.guard.check_known(peer)
+            except Refused as exc:
+                return exc
+            if not member.has_role(TRAINER_ROLE):
+                return Refused("role_not_allowed", f"{peer} lacks the {TRAINER_ROLE} role")
+        if self.trainers and peer not in self.trainers:
+            return Refused("role_not_allowed", f"{peer} is not in [fl] trainers")
+        return None
+
+    def allowed(self, author: bytes) -> bool:
+        """The engine's ``authorize`` hook."""
+        return self.refusal(author) is None
+
+    def validator(self, model: str, shapes: list[tuple[int, ...]], counters: dict[str, int]) -> Callable[
+            [str, bytes], bool]:
+        """The model topic's gossip validator: rate, signature, shapes, author == origin, trainer."""
+        guard = self.guard
+
+        def validate(sender: str, data: bytes) -> bool:
+            if guard is not None:
+                now_s = guard.now_ms() / 1000.0
+                if not guard.abuse.allow(sender, "gossip", now_s):
+                    banned = guard.abuse.is_banned(sender, now_s)
+                    return self._refuse(sender, Refused("penalised" if banned else "rate_limited", "fl gossip"),
+                                        counters)
+            try:
+                upd = decode_update(data, verify=identity_verify, model=model, shapes=shapes)
+            except BadUpdate as exc:
+                counters["validator_rejected"] += 1
+                if guard is not None and exc.reason == "signature":
+                    guard.offence(sender, "invalid_signature", data)
+                return False
+            try:
+                origin = peer_id_from_public_key(upd.author)
+            except LocalError:
+                origin = ""
+            if origin != sender:
+                return self._refuse(sender, Refused("wrong_holder", "an update must be gossiped by its author"),
+                                    counters)
+            why = self.refusal(upd.author)
+            if why is not None:
+                return self._refuse(sender, why, counters)
+            return True
+
+        return validate
+
+    def _refuse(self, sender: str, exc: Refused, counters: dict[str, int]) -> bool:
+        counters["validator_rejected"] += 1
+        counters[f"refused_{exc.reason}"] = counters.get(f"refused_{exc.reason}", 0) + 1
+        if self.guard is not None:
+            self.guard.refuse(sender, exc)
+        return False
+
+
 class FederatedService:
     """One model's gossip rounds on one node."""
 
@@ -88,6 +178,8 @@ class FederatedService:
         on_round: Callable[[RoundDone], None] | None = None,
         clock: Callable[[], float] | None = None,
         seed: int = 0,
+        guard: SwarmGuard | None = None,
+        trainers: Collection[str] = (),
     ) -> None:
         self.transport = transport
         self.identity = identity
@@ -98,6 +190,8 @@ class FederatedService:
         self._note = note
         self._on_round = on_round
         self._clock = clock
+        self.trainers = TrainerCheck(guard, trainers)
+        """Whose updates count (swarm: members with the trainer role; open: ``trainers`` if set)."""
         self.engine = RoundEngine(
             model=model,
             initial_weights=self._model.get_weights(),
@@ -105,20 +199,15 @@ class FederatedService:
             signer=identity,
             config=rounds if rounds is not None else RoundConfig(),
             verify=identity_verify,
+            authorize=self.trainers.allowed if guard is not None or trainers else None,
         )
         self.model_hashes: list[str] = []
         """sha256 of every ONNX model hot-swapped into the registry, in order."""
         self.counters: dict[str, int] = {"validator_rejected": 0, "ledger_notes": 0}
+        """``validator_rejected`` (every update not forwarded), ``refused_<reason>`` (by reason), ``ledger_notes``."""
         self._sub: AsyncIterator[GossipMessage] | None = None
-
-    def _validate(self, _sender: str, data: bytes) -> bool:
-        """Gossip validator: forged or malformed updates are not forwarded."""
-        try:
-            decode_update(data, verify=identity_verify, model=self.model_name, shapes=self._model.shapes)
-        except BadUpdate:
-            self.counters["validator_rejected"] += 1
-            return False
-        return True
+        self._validate = self.trainers.validator(model, self._model.shapes, self.counters)
+        """Gossip validator: forged, malformed, misattributed or unauthorised updates are not forwarded."""
 
     async def _on_event(self, ev: Event) -> None:
         if isinstance(ev, PublishUpdate) and self._note is not None:

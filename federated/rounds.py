@@ -9,19 +9,28 @@ It never reads a clock, sleeps or touches a socket.
 
 Rules:
 
+* an update whose author ``authorize`` refuses (not a trainer of the swarm) is dropped
+  (``drop_author``); every other rule counts authors, one update per author per round;
 * an update for the current round is kept (one per author);
 * one for the next round is buffered (a faster peer has moved on); once ``quorum - 1`` of
   them are buffered the current round closes early (``"overtaken"``);
-* one for a round further ahead means this node is behind (e.g. restarted): it
-  rejoins at that round, warm-starting from that peer's weights;
+* one for a round further ahead is remembered, one per author (its newest); once
+  ``rejoin_quorum`` distinct authors (never fewer than two) are two or more rounds ahead,
+  this node is behind (e.g. restarted): it rejoins at the highest round that many authors
+  have reached, warm-starting from the coordinate-wise median of their weights -- one
+  update can neither move this node nor replace its model;
 * one for a past round is late: dropped and counted;
+* a round with fewer than ``min_authors`` distinct authors closes on this node's own
+  weights (not aggregated), so a robust strategy never aggregates fewer updates than it
+  needs to outvote its tolerated Byzantine peers;
 * bad bytes, forged signatures, another model or other shapes are dropped and
-  counted by reason (``drop_decode``, ``drop_signature``, ``drop_model``, ``drop_shape``).
+  counted by reason (``drop_decode``, ``drop_signature``, ``drop_model``, ``drop_shape``);
+  every buffer is bounded (``drop_full``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,7 +64,31 @@ __all__ = [
     "Event",
     "GossipRound",
     "RoundEngine",
+    "Authorize",
+    "min_authors_for",
 ]
+
+Authorize = Callable[[bytes], bool]
+"""``authorize(author_public_key) -> may contribute``: e.g. a swarm member with the trainer role."""
+
+_MAX_BUFFERED_ROUNDS = 4
+"""Rounds ahead of the current one whose updates are buffered."""
+
+
+def min_authors_for(strategy: StrategyConfig) -> int:
+    """Fewest distinct updates ``strategy`` needs to outvote its ``num_malicious`` Byzantine peers.
+
+    FedMedian and FedTrimmedAvg need a majority (``2f + 1``), Krum and MultiKrum ``2f + 3``,
+    Bulyan ``4f + 3``; the other strategies average and tolerate nobody (1).
+    """
+    f = max(0, strategy.num_malicious)
+    if strategy.name in ("fedmedian", "trimmedavg"):
+        return 2 * f + 1
+    if strategy.name in ("krum", "multikrum"):
+        return 2 * f + 3
+    if strategy.name == "bulyan":
+        return 4 * f + 3
+    return 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,10 +154,18 @@ class RoundConfig:
     that rejoins late stops with the others."""
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     """The Flower strategy that aggregates."""
+    rejoin_quorum: int = 2
+    """Distinct authors two or more rounds ahead that make this node rejoin (at least 2: one
+    update never moves a node, nor replaces its model)."""
+    min_authors: int = 1
+    """Fewest distinct authors (own included) whose updates are aggregated; a round closing with
+    fewer keeps this node's own weights (see :func:`min_authors_for`)."""
 
     def __post_init__(self) -> None:
         if self.quorum < 1 or self.round_timeout <= 0 or self.min_updates < 1:
             raise FederatedLocalError("quorum and min_updates must be >= 1 and round_timeout > 0")
+        if self.rejoin_quorum < 2 or self.min_authors < 1:
+            raise FederatedLocalError("rejoin_quorum must be >= 2 and min_authors >= 1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,18 +229,25 @@ class RoundEngine:
         config: RoundConfig = RoundConfig(),
         verify: Verifier = ed25519_verify,
         start_round: int = 0,
+        authorize: Authorize | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self._trainer = trainer
         self._signer = signer
         self._verify = verify
+        self._authorize = authorize
         self._weights: Weights = [np.asarray(w, np.float32).copy() for w in initial_weights]
         self._shapes = [tuple(w.shape) for w in self._weights]
         self._aggregator = Aggregator(config.strategy)
         self._round: GossipRound | None = None
         self._next_round = start_round
         self._buffer: dict[int, dict[bytes, ModelUpdate]] = {}
+        """Updates of the current round before it starts and of the next round, by author."""
+        self._ahead: dict[bytes, ModelUpdate] = {}
+        """Per author, its newest update two or more rounds ahead (rejoin evidence)."""
+        self._per_round = max(config.quorum, config.rejoin_quorum, config.min_authors)
+        self._max_ahead = 4 * self._per_round
         self.counters: dict[str, int] = {
             "published": 0,
             "accepted": 0,
@@ -208,6 +256,7 @@ class RoundEngine:
             "rounds_quorum": 0,
             "rounds_deadline": 0,
             "rounds_overtaken": 0,
+            "rounds_too_few": 0,
             "rejoins": 0,
             "drop_late": 0,
             "drop_duplicate": 0,
@@ -216,6 +265,8 @@ class RoundEngine:
             "drop_model": 0,
             "drop_shape": 0,
             "drop_ahead": 0,
+            "drop_author": 0,
+            "drop_full": 0,
             "aggregation_failed": 0,
         }
         """Monotonic counters; ``drop_<reason>`` per rejected update."""
@@ -252,15 +303,10 @@ class RoundEngine:
             raise FederatedLocalError("a round is already in progress")
         if self.finished:
             return []
-        ahead = [r for r in self._buffer if r >= self._next_round + 2]
-        if ahead:
-            # Peers were heard two or more rounds ahead before we started (a restart): rejoin there.
-            target = max(ahead)
-            old = self._next_round
-            self.counters["rejoins"] += 1
-            self._buffer = {r: b for r, b in self._buffer.items() if r >= target}
-            self._weights = [w.copy() for w in next(iter(self._buffer[target].values())).weights]
-            return [Rejoined(old, target), *self._begin(target, now)]
+        # Peers heard two or more rounds ahead before we started (a restart): rejoin there.
+        rejoined = self._rejoin(now)
+        if rejoined:
+            return rejoined
         return self._begin(self._next_round, now)
 
     def receive(self, data: bytes, now: float) -> list[Event]:
@@ -273,34 +319,10 @@ class RoundEngine:
         if upd.author == self._signer.public_key:
             self.counters["drop_duplicate"] += 1
             return []
-        cur = self.round
-        if self._round is None and upd.round >= cur and not self.finished:
-            # Not started yet (or between rounds): remember for later.
-            return self._buffer_update(upd)
-        if upd.round < cur or self.finished:
-            self.counters["drop_late"] += 1
+        if self._authorize is not None and not self._authorize(upd.author):
+            self.counters["drop_author"] += 1
             return []
-        if self.config.max_rounds is not None and upd.round >= self.config.max_rounds:
-            self.counters["drop_ahead"] += 1
-            return []
-        if upd.round == cur:
-            return self._add(upd, now)
-        if upd.round == cur + 1:
-            self._buffer_update(upd)
-            if len(self._buffer.get(cur + 1, {})) >= max(1, self.config.quorum - 1):
-                # Enough peers have moved on to close the next round with us: stop waiting here.
-                return self._close("overtaken", now)
-            return []
-        # Two or more rounds ahead: we are behind (restarted, partitioned).  Rejoin there.
-        self.counters["rejoins"] += 1
-        old = cur
-        self._round = None
-        self._buffer = {r: b for r, b in self._buffer.items() if r >= upd.round}
-        self._weights = [w.copy() for w in upd.weights]
-        events: list[Event] = [Rejoined(old, upd.round)]
-        self._buffer_update(upd)
-        events += self._begin(upd.round, now)
-        return events
+        return self._route(upd, now)
 
     def handle_timer(self, now: float) -> list[Event]:
         """Close the round if its deadline has passed."""
@@ -313,21 +335,88 @@ class RoundEngine:
         return self._close("deadline", now)
 
     # -- internals ----------------------------------------------------------------
-    def _buffer_update(self, upd: ModelUpdate) -> list[Event]:
-        slot = self._buffer.setdefault(upd.round, {})
-        if upd.author in slot:
-            self.counters["drop_duplicate"] += 1
-        elif len(self._buffer) > 4:
+    def _route(self, upd: ModelUpdate, now: float) -> list[Event]:
+        """Place a verified, authorised update: current round, buffer, rejoin evidence, or drop."""
+        if self.finished or upd.round < self.round:
+            self.counters["drop_late"] += 1
+            return []
+        if self.config.max_rounds is not None and upd.round >= self.config.max_rounds:
             self.counters["drop_ahead"] += 1
-            self._buffer.pop(upd.round, None)
-        else:
-            slot[upd.author] = upd
-            self.counters["buffered"] += 1
-        return []
+            return []
+        cur = self.round
+        started = self._round is not None
+        if upd.round == cur and started:
+            return self._add(upd, now)
+        if upd.round <= cur + 1:
+            self._hold(upd)
+            if started and len(self._buffer.get(cur + 1, {})) >= max(1, self.config.quorum - 1):
+                # Enough peers have moved on to close the next round with us: stop waiting here.
+                return self._close("overtaken", now)
+            return []
+        # Two or more rounds ahead: evidence that we are behind, one piece per author.
+        old = self._ahead.get(upd.author)
+        if old is not None and old.round >= upd.round:
+            self.counters["drop_duplicate"] += 1
+            return []
+        if old is None and len(self._ahead) >= self._max_ahead:
+            self.counters["drop_full"] += 1
+            return []
+        self._ahead[upd.author] = upd
+        self.counters["buffered"] += 1
+        return self._rejoin(now) if started else []
+
+    def _hold(self, upd: ModelUpdate) -> None:
+        slot = self._buffer.get(upd.round)
+        if slot is not None and upd.author in slot:
+            self.counters["drop_duplicate"] += 1
+            return
+        if slot is None and len(self._buffer) >= _MAX_BUFFERED_ROUNDS:
+            self.counters["drop_full"] += 1
+            return
+        if slot is not None and len(slot) >= self._per_round:
+            self.counters["drop_full"] += 1
+            return
+        self._buffer.setdefault(upd.round, {})[upd.author] = upd
+        self.counters["buffered"] += 1
+
+    def _rejoin(self, now: float) -> list[Event]:
+        """Jump ahead when ``rejoin_quorum`` distinct authors are two or more rounds ahead."""
+        need = self.config.rejoin_quorum
+        if len(self._ahead) < need:
+            return []
+        target = sorted((u.round for u in self._ahead.values()), reverse=True)[need - 1]
+        if target < self.round + 2:
+            return []
+        supporters = [u for u in self._ahead.values() if u.round >= target]
+        old = self.round
+        self.counters["rejoins"] += 1
+        ahead = sorted(self._ahead.values(), key=lambda u: u.round)
+        self._round = None
+        self._buffer = {}
+        self._ahead = {}
+        self._weights = [
+            np.median(np.stack([np.asarray(u.weights[i], np.float32) for u in supporters]), axis=0).astype(np.float32)
+            for i in range(len(self._shapes))
+        ]
+        self._next_round = target
+        events: list[Event] = [Rejoined(old, target)]
+        for upd in ahead:  # those at the target round join it, the next round's are buffered
+            if upd.round <= target + 1:
+                self._hold(upd)
+        events += self._begin(target, now)
+        for upd in ahead:
+            if upd.round > target + 1:
+                events += self._route(upd, now)
+        return events
 
     def _begin(self, number: int, now: float) -> list[Event]:
         r = GossipRound(number, now, now + self.config.round_timeout)
         self._round = r
+        self._buffer = {k: b for k, b in self._buffer.items() if k >= number}
+        for author, upd in list(self._ahead.items()):
+            if upd.round <= number + 1:  # no longer two rounds ahead: an ordinary buffered update
+                del self._ahead[author]
+                self._hold(upd)
         mu = self.config.strategy.proximal_mu if self.config.strategy.name == "fedprox" else 0.0
         res = self._trainer.train(self.weights, number, mu)
         mine = ModelUpdate(
@@ -365,14 +454,21 @@ class RoundEngine:
     def _close(self, reason: str, now: float) -> list[Event]:
         r = self._round
         assert r is not None
-        contribs = [Contribution(u.weights, u.num_examples, u.metrics) for u in r.updates.values()]
+        own = [np.asarray(w, np.float32) for w in r.updates[self._signer.public_key].weights]
         aggregated = True
-        try:
-            new, _metrics = self._aggregator.aggregate(r.number + 1, contribs, self._weights)
-        except AggregationFailed:
-            self.counters["aggregation_failed"] += 1
+        if len(r.updates) < self.config.min_authors:
+            # Too few distinct authors for the strategy to outvote a Byzantine one: keep our own.
+            self.counters["rounds_too_few"] += 1
             aggregated = False
-            new = [np.asarray(w, np.float32) for w in r.updates[self._signer.public_key].weights]
+            new = own
+        else:
+            contribs = [Contribution(u.weights, u.num_examples, u.metrics) for u in r.updates.values()]
+            try:
+                new, _metrics = self._aggregator.aggregate(r.number + 1, contribs, self._weights)
+            except AggregationFailed:
+                self.counters["aggregation_failed"] += 1
+                aggregated = False
+                new = own
         self._weights = [np.asarray(w, np.float32) for w in new]
         loss, acc = self._trainer.evaluate(self.weights)
         self.counters["rounds"] += 1

@@ -17,6 +17,7 @@ from federated import (
     TrainResult,
     encode_update,
 )
+from federated.rounds import min_authors_for
 from federated.sim import LocalSigner
 
 SHAPES = [(2, 2), (2,)]
@@ -149,12 +150,13 @@ def test_next_round_updates_are_buffered_and_close_an_overtaken_round():
 
 
 def test_updates_heard_before_a_restart_rejoin_at_start():
-    e, _ = _engine(quorum=3)
+    e, _ = _engine(quorum=4)
     e.receive(_peer_update(1, 5, 2.0), 0.0)
+    e.receive(_peer_update(2, 5, 2.0), 0.0)
     events = e.start(1.0)
     assert isinstance(events[0], Rejoined) and (events[0].from_round, events[0].to_round) == (0, 5)
     assert e.round == 5 and e.counters["rejoins"] == 1
-    assert len(e.current.updates) == 2  # the peer's buffered update and ours (trained from 2.0)
+    assert len(e.current.updates) == 3  # the peers' buffered updates and ours (trained from 2.0)
 
 
 def test_updates_past_the_last_round_do_not_cause_a_rejoin():
@@ -165,18 +167,79 @@ def test_updates_past_the_last_round_do_not_cause_a_rejoin():
 
 
 def test_restarted_node_rejoins_at_the_current_round():
-    e, t = _engine(quorum=3)  # a fresh process: starts at round 0 with initial weights
+    e, t = _engine(quorum=4)  # a fresh process: starts at round 0 with initial weights
     e.start(0.0)
-    events = e.receive(_peer_update(1, 7, 4.0), 1.0)
+    assert e.receive(_peer_update(1, 7, 4.0), 1.0) == []  # one peer ahead is not enough
+    events = e.receive(_peer_update(2, 7, 4.0), 1.0)
     assert isinstance(events[0], Rejoined) and (events[0].from_round, events[0].to_round) == (0, 7)
     assert e.round == 7
-    # warm start from the peer's weights: it trains from 4.0 to 5.0
+    # warm start from the peers' (median) weights: it trains from 4.0 to 5.0
     pub = [ev for ev in events if isinstance(ev, PublishUpdate)]
     assert pub and pub[0].round == 7
     assert t.calls == [0, 7]
     assert e.counters["rejoins"] == 1
-    d = _done(e.receive(_peer_update(2, 7, 6.0), 2.0))[0]
-    assert d.round == 7 and d.accuracy == pytest.approx(5.0)
+    d = _done(e.receive(_peer_update(3, 7, 7.0), 2.0))[0]
+    assert d.round == 7 and d.accuracy == pytest.approx((4.0 + 4.0 + 5.0 + 7.0) / 4)
+
+
+def test_one_update_far_ahead_neither_moves_the_node_nor_replaces_its_model():
+    e, t = _engine(quorum=3)
+    e.start(0.0)
+    for r in (2, 3, 9):  # one author, however many rounds it claims
+        assert e.receive(_peer_update(1, r, 1e6), 1.0) == []
+    assert (e.round, e.counters["rejoins"]) == (0, 0)
+    assert e.counters["drop_duplicate"] == 0 and t.calls == [0]
+    # a second author at round 3 makes a quorum of two: the target is the highest round two
+    # authors reached (3, not the liar's 9), the warm start the median of the two
+    events = e.receive(_peer_update(2, 3, 2.0), 2.0)
+    assert isinstance(events[0], Rejoined) and events[0].to_round == 3
+    assert float(np.max(e.weights[0])) < 1e6
+
+
+def test_a_single_author_counts_once_per_round():
+    e, _ = _engine(quorum=3)
+    e.start(0.0)
+    e.receive(_peer_update(1, 1, 5.0), 1.0)
+    e.receive(_peer_update(1, 1, 5.0), 1.0)  # the same author again for the next round: not a second vote
+    assert e.round == 0 and e.counters["rounds_overtaken"] == 0
+    e.receive(_peer_update(1, 0, 5.0), 1.0)
+    e.receive(_peer_update(1, 0, 6.0), 1.0)  # a second update of that author for this round
+    assert len(e.current.updates) == 2 and e.counters["drop_duplicate"] == 2
+
+
+def test_unauthorised_authors_are_dropped_and_counted():
+    allowed = {LocalSigner.from_index(2).public_key}
+    t = FakeTrainer()
+    e = RoundEngine(model="m", initial_weights=_zeros(), trainer=t, signer=LocalSigner.from_index(1),
+                    config=RoundConfig(quorum=2), authorize=allowed.__contains__)
+    e.start(0.0)
+    assert e.receive(_peer_update(5, 0, 1e6), 1.0) == []
+    assert e.counters["drop_author"] == 1 and len(e.current.updates) == 1
+    assert _done(e.receive(_peer_update(1, 0, 3.0), 1.0))[0].updates == 2
+
+
+def test_a_round_with_fewer_authors_than_the_strategy_needs_keeps_own_weights():
+    t = FakeTrainer()
+    e = RoundEngine(model="m", initial_weights=_zeros(), trainer=t, signer=LocalSigner.from_index(1),
+                    config=RoundConfig(quorum=2, min_authors=3, strategy=StrategyConfig("fedmedian")))
+    e.start(0.0)
+    d = _done(e.receive(_peer_update(1, 0, 1e6), 1.0))[0]  # own 1.0 and one hostile update: no median of two
+    assert not d.aggregated and d.accuracy == pytest.approx(1.0) and e.counters["rounds_too_few"] == 1
+    assert min_authors_for(StrategyConfig("fedmedian", num_malicious=1)) == 3
+    assert min_authors_for(StrategyConfig("krum", num_malicious=1)) == 5
+    assert min_authors_for(StrategyConfig("fedavg")) == 1
+    with pytest.raises(FederatedLocalError):
+        RoundConfig(rejoin_quorum=1)
+
+
+def test_buffers_are_bounded():
+    e, _ = _engine(quorum=2)  # not started yet: everything heard is buffered
+    for k in range(1, 40):  # Sybil authors claiming rounds far ahead, all different
+        e.receive(_peer_update(k, 100 + k, 1.0), 1.0)
+    assert (e.counters["buffered"], e.counters["drop_full"]) == (8, 31)  # 4 x quorum authors ahead
+    for k in range(1, 40):  # and many authors for the current and the next round
+        e.receive(_peer_update(k, k % 2, 1.0), 1.0)
+    assert (e.counters["buffered"], e.counters["drop_full"]) == (12, 31 + 35)  # quorum per round
 
 
 def test_updates_before_start_are_kept():

@@ -147,6 +147,7 @@ def _start(**kw):
         (FLSection(), _start(strategy="nope"), 1_000_000, "unknown"),
         (FLSection(max_rounds=2), _start(), 1_000_000, "bounds"),
         (FLSection(), _start(quorum=0), 1_000_000, "bounds"),
+        (FLSection(), _start(strategy="krum", quorum=3), 1_000_000, "bounds"),  # Krum tolerating 1 needs 5
         (FLSection(), _start(ttl_ms=60 * 60_000), 1_000_000, "bad-time"),
         (FLSection(), _start(), 1_000_000 - 60_000, "bad-time"),
     ],
@@ -192,11 +193,17 @@ async def test_swarm_mode_needs_a_member_with_the_trainer_role(tmp_path):
     net = MemNetwork(seed=4)
     ids = [Identity.generate() for _ in range(n)]
     nodes = [Node.in_memory(net.add_node(i), identity=i,
-                            guard=SwarmGuard(i, cert(i, ("executor",), 10 + k), now_ms, swarm=admin.public_key))
+                            guard=SwarmGuard(i, cert(i, ("executor", "trainer"), 10 + k), now_ms,
+                                            swarm=admin.public_key))
              for k, i in enumerate(ids)]
     for node in nodes:
         await node.start()
     net.full_mesh([x.peer_id for x in nodes])
+    for node in nodes:  # as tests/security/conftest.py: certificates known before the run
+        for other in nodes:
+            if other is not node:
+                assert node.guard is not None
+                await node.guard.require(other.peer_id)
     ctrls = [FLController(node.transport, node.identity, FLSection(partition=f"{k}/{n}"), clock=node.clock,
                           guard=node.guard) for k, node in enumerate(nodes)]
     for c in ctrls:
