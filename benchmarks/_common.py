@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["emit", "percentile", "median", "start_node", "stop_nodes"]
+__all__ = ["emit", "percentile", "median", "start_node", "stop_nodes", "proc_cpu_s", "load_avg"]
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -22,6 +22,21 @@ def percentile(samples: Sequence[float], q: float) -> float:
     s = sorted(samples)
     k = max(0, min(len(s) - 1, round(q / 100 * len(s) + 0.5) - 1))
     return float(s[k])
+
+
+def proc_cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system, all threads) used so far by process ``pid`` (default: this one)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_avg() -> float:
+    """The machine's 1-minute load average (params of every timing figure)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def median(samples: Sequence[float]) -> float:

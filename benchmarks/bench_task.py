@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import wasmtime
-from _common import emit, percentile, start_node, stop_nodes
+from _common import emit, load_avg, percentile, proc_cpu_s, start_node, stop_nodes
 
 from edgenode.config import NodeConfig, NodeSection
 from edgenode.identity import Identity
@@ -35,7 +35,27 @@ ROOT = Path(__file__).resolve().parents[1]
 CAT_WAT = ROOT / "tests" / "node" / "cat.wat"
 
 
-async def measure(sub: Submitter, module: str, n_lat: int, n_tp: int, inflight: int) -> tuple[list[float], float]:
+class Cpu:
+    """CPU seconds used by this process and by the node processes, between two marks."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.nodes_s = self.self_s = 0.0
+
+    def _now(self) -> tuple[float, float]:
+        return sum(proc_cpu_s(p) for p in self.pids), proc_cpu_s()
+
+    def start(self) -> None:
+        self._t0 = self._now()
+
+    def stop(self) -> None:
+        n, s = self._now()
+        self.nodes_s, self.self_s = n - self._t0[0], s - self._t0[1]
+
+
+async def measure(
+    sub: Submitter, module: str, n_lat: int, n_tp: int, inflight: int, cpu: Cpu
+) -> tuple[list[float], float]:
     req = TaskRequest("wasm", module, input=b"ping", deadline_ms=30_000)
     for _ in range(5):  # warm-up: module fetch and compile on the executors
         await sub.submit(req)
@@ -52,9 +72,12 @@ async def measure(sub: Submitter, module: str, n_lat: int, n_tp: int, inflight: 
             out = await sub.submit(req)
             assert out.ok
 
+    cpu.start()
     t0 = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n_tp)))
-    return lat, n_tp / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    cpu.stop()
+    return lat, n_tp / elapsed
 
 
 async def run_memnet(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
@@ -74,13 +97,15 @@ async def run_memnet(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
     await t.start()
     sub = Submitter(ident, t)
     await sub.join([n.transport.listen_addrs[0] for n in swarm])
-    lat, tp = await measure(sub, sub.add_module(wasm), n_lat, n_tp, inflight)
+    cpu = Cpu([])
+    load = load_avg()
+    lat, tp = await measure(sub, sub.add_module(wasm), n_lat, n_tp, inflight, cpu)
     await sub.close()
     await t.stop()
     for node in swarm:
         await node.stop()
     sandbox.close()
-    report(lat, tp, nodes, "memnet")
+    report(lat, tp, n_tp, cpu, nodes=nodes, transport="memnet", processes=1, inflight=inflight, load=load)
 
 
 async def run_p2p(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
@@ -100,18 +125,23 @@ async def run_p2p(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
             await t.start()
             sub = Submitter(ident, t)
             await sub.join(addrs)
-            lat, tp = await measure(sub, sub.add_module(wasm), n_lat, n_tp, inflight)
+            cpu = Cpu([p.pid for p in procs])
+            load = load_avg()
+            lat, tp = await measure(sub, sub.add_module(wasm), n_lat, n_tp, inflight, cpu)
             await sub.close()
             await t.stop()
         finally:
             stop_nodes(procs)
-    report(lat, tp, nodes, "p2p")
+    report(lat, tp, n_tp, cpu, nodes=nodes, transport="p2p", processes=nodes + 1, inflight=inflight, load=load)
 
 
-def report(lat: list[float], tp: float, nodes: int, transport: str) -> None:
-    emit("task.e2e_p50_ms", round(percentile(lat, 50), 3), "ms", nodes=nodes, transport=transport, tasks=len(lat))
-    emit("task.e2e_p99_ms", round(percentile(lat, 99), 3), "ms", nodes=nodes, transport=transport, tasks=len(lat))
-    emit("task.throughput_per_s", round(tp, 1), "tasks/s", nodes=nodes, transport=transport)
+def report(lat: list[float], tp: float, n_tp: int, cpu: Cpu, **params: object) -> None:
+    emit("task.e2e_p50_ms", round(percentile(lat, 50), 3), "ms", tasks=len(lat), **params)
+    emit("task.e2e_p99_ms", round(percentile(lat, 99), 3), "ms", tasks=len(lat), **params)
+    emit("task.throughput_per_s", round(tp, 1), "tasks/s", tasks=n_tp, **params)
+    emit("task.cpu_ms_per_task", round((cpu.nodes_s + cpu.self_s) * 1000 / n_tp, 2), "ms",
+         executors_ms=round(cpu.nodes_s * 1000 / n_tp, 2), submitter_ms=round(cpu.self_s * 1000 / n_tp, 2),
+         tasks=n_tp, **params)
 
 
 def main() -> None:

@@ -11,9 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from ledger import ChainError, Entry, LedgerError, LedgerStore, MemoryLedgerStore
+from ledger import (
+    ChainError,
+    Entry,
+    LedgerError,
+    LedgerStore,
+    MemoryLedgerStore,
+    WitnessTable,
+    entry_size,
+    take_within,
+)
 
 from . import wire
 from ._version import __version__
@@ -47,21 +57,34 @@ __all__ = ["Node", "NodeTiming"]
 log = logging.getLogger("edgenode.node")
 
 _MAX_SYNC_BATCH = 512
+_RANGE_CHUNK = 8
+"""Entries read from the store at a time while filling a range answer up to its byte budget."""
 
 
 class NodeTiming:
     """How often the node refreshes what it gossips (seconds)."""
 
-    def __init__(self, advert_s: float = 2.0, head_s: float = 1.0, drain_s: float = 10.0, witness: int = 3) -> None:
+    def __init__(
+        self,
+        advert_s: float = 10.0,
+        head_s: float = 1.0,
+        drain_s: float = 10.0,
+        witness: int = 3,
+        advert_min_s: float = 1.0,
+    ) -> None:
         self.advert_s = advert_s
-        """Advert refresh period (adverts expire after the table's TTL, 15 s)."""
+        """An unchanged advert is republished this often (receivers keep one for 15 s)."""
+        self.advert_min_s = min(advert_min_s, advert_s)
+        """A changed advert (addresses, capabilities, slots, load class) goes out at once, but at
+        most this often."""
         self.head_s = head_s
         """Ledger head announcement period (only when the head moved)."""
         self.drain_s = drain_s
         """How long stop() waits for tasks in flight."""
         self.witness = witness
-        """How many peers' chains this node replicates (the first it hears from); every
-        chain then has about this many replicas, and the cost per task stays bounded."""
+        """How many peers' chains this node replicates (slots: a silent witness's goes to a new
+        announcer, see ``[ledger]``); every chain then has about this many replicas, and the
+        cost per task stays bounded."""
 
 
 class Node:
@@ -104,15 +127,20 @@ class Node:
             identity, transport, self.chain, self.clock, self.admission,
             wasm=sandbox, infer=registry, hook=hook, on_done=self.metrics.task_done,
             on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(), guard=guard,
-            tables=config.tables, replay_store=replay_store,
+            tables=config.tables, replay_store=replay_store, ledger=config.ledger,
         )
         self._seq = 0
         self._tasks: set[asyncio.Future[None]] = set()
         """Background work in flight (finished ones leave the set)."""
         self._syncing: set[str] = set()
-        self.witnessed: set[str] = set()
-        """Peers whose chains this node replicates."""
+        led = config.ledger
+        self.witnesses = WitnessTable(self.timing.witness, led.witness_max_bytes, led.witness_idle_s)
+        """Whose chains this node replicates: slots rotate by last head, a byte budget each."""
+        self.ledger_refusals: Counter[str] = Counter()
+        """Ledger work refused or cut, by reason: ``witness_slots``, ``witness_budget``, ``range_cut``."""
         self._announced = -1
+        self._advert_sent_key: tuple[object, ...] = ()
+        self._advert_sent_at = float("-inf")
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------
@@ -163,7 +191,7 @@ class Node:
                 log.warning("bootstrap failed", extra={"addr": addr, "error": str(exc)})
         if g is not None:
             await g.spread_revocations()
-        self._spawn(self._every(self.timing.advert_s, self.publish_advert))
+        self._spawn(self._every(self.timing.advert_min_s, self._advertise))
         self._spawn(self._every(self.timing.head_s, self.announce_head))
         if self.config.node.metrics_port:
             self.metrics.serve(self.config.node.metrics_port)
@@ -230,6 +258,19 @@ class Node:
             issued_ms=self.clock.now_ms(),
         )
 
+    def _advert_key(self) -> tuple[object, ...]:
+        """What peers place work by, coarsely: a change publishes the advert before its refresh."""
+        a = self.admission
+        load = 2 if a.queue_len >= a.queue_cap else 1 if 2 * a.queue_len >= a.queue_cap else 0
+        return (tuple(self.transport.listen_addrs), tuple(self.executor.capabilities()), a.slots, a.queue_cap, load)
+
+    async def _advertise(self) -> None:
+        """Publish the advert when its key changed, or when the last one is ``advert_s`` old."""
+        key, now = self._advert_key(), asyncio.get_running_loop().time()
+        if key != self._advert_sent_key or now - self._advert_sent_at >= self.timing.advert_s:
+            self._advert_sent_key, self._advert_sent_at = key, now
+            await self.publish_advert()
+
     async def publish_advert(self) -> None:
         self.adverts.expire(self.clock.now_ms())
         self._refresh_gauges()
@@ -275,14 +316,19 @@ class Node:
         self._refresh_gauges()
         await self.transport.publish(HEAD_TOPIC, wire.seal(self.identity, LedgerHead(head.seq, head.hash.hex())))
 
+    @property
+    def witnessed(self) -> set[str]:
+        """Peers whose chains this node replicates now."""
+        return self.witnesses.peers
+
     async def _on_head(self, msg: GossipMessage) -> None:
         _env, head = wire.open_as(LedgerHead, msg.data)
         if not self.replicate or msg.sender in self._syncing or msg.sender == self.peer_id:
             return
-        if msg.sender not in self.witnessed:
-            if len(self.witnessed) >= self.timing.witness:
-                return
-            self.witnessed.add(msg.sender)
+        why = self.witnesses.offer(msg.sender, asyncio.get_running_loop().time())
+        if why is not None:
+            self.ledger_refusals[f"witness_{why}"] += 1
+            return
         self._syncing.add(msg.sender)
         self._spawn(self.sync_quietly(msg.sender, head.height))
 
@@ -309,11 +355,17 @@ class Node:
 
         The store checks every link; a validly signed second entry at a stored seq is
         an equivocation: the proof is kept, counted, and ``ChainError(reason="fork")`` raised.
+        Batches may be cut by the peer's byte budget: the next range follows until ``height``
+        (or an empty answer).  A witnessed peer's chain stops at ``[ledger] witness_max_bytes``:
+        what fits is kept, the peer loses its slot and is counted (``witness_budget``).
         """
         author = public_key_from_peer_id(peer)
         have = await self.store.head(author)
         start = 1 if have is None else have.seq + 1
         added = 0
+        budget = self.witnesses if peer in self.witnesses else None
+        if budget is not None and not budget.known(peer):
+            budget.seed(peer, await self._stored_bytes(author, start - 1, budget.budget_bytes))
         while height is None or start <= height:
             req = wire.seal(self.identity, LedgerRange(start, _MAX_SYNC_BATCH))
             resp = await self.transport.request(peer, LEDGER_PROTOCOL, req, timeout=10.0)
@@ -328,23 +380,63 @@ class Node:
                 break
             if any(e.author != author for e in entries):
                 raise RemoteError(f"{peer} sent another author's entries")
+            if any(e.seq != entries[0].seq + i for i, e in enumerate(entries)):
+                raise RemoteError(f"{peer} answered range {start} with a gap")
+            full = False
+            if budget is not None:
+                fit = take_within(entries, budget.room(peer), at_least_one=False)
+                full, entries = len(fit) < len(entries), fit
             try:
-                added += await self.store.append_many(entries)
+                added += await self.store.append_many(entries) if entries else 0
             except ChainError as exc:
                 if exc.reason == "fork":
                     self.metrics.forks.inc()
                 raise
-            start = entries[-1].seq + 1
-            if len(entries) < _MAX_SYNC_BATCH:
+            if budget is not None:
+                budget.charge(peer, sum(entry_size(e) for e in entries))
+            if full:
+                assert budget is not None
+                budget.exhaust(peer)
+                self.ledger_refusals["witness_budget"] += 1
+                log.info("witnessed chain over budget", extra={"peer": peer, "bytes": budget.budget_bytes})
                 break
+            if entries[-1].seq < start:  # a stored overlap checked (forks raise above), nothing new
+                raise RemoteError(f"{peer} answered range {start} with older entries only")
+            start = entries[-1].seq + 1
         self.metrics.replicated.set(max(0, len(await self.store.authors()) - 1))
         return added
 
+    async def _stored_bytes(self, author: bytes, upto: int, cap: int) -> int:
+        """Bytes of ``author``'s stored entries 1..``upto``, counted until they pass ``cap``."""
+        total, seq = 0, 1
+        while seq <= upto and total <= cap:
+            chunk = await self.store.range(author, seq, min(upto, seq + _RANGE_CHUNK - 1))
+            if not chunk:
+                break
+            total += sum(entry_size(e) for e in chunk)
+            seq = chunk[-1].seq + 1
+        return total
+
     async def _handle_ledger(self, sender: str, data: bytes) -> bytes:
+        """Answer a range of this node's chain: at most ``_MAX_SYNC_BATCH`` entries and
+        ``[ledger] range_max_bytes`` bytes, but always at least one entry (the asker goes on)."""
         _env, rng = wire.open_as(LedgerRange, data)
         limit = max(0, min(rng.limit, _MAX_SYNC_BATCH))
-        entries = await self.store.range(self.identity.public_key, rng.start, rng.start + limit - 1)
-        return wire.seal(self.identity, LedgerEntries(tuple(e.to_bytes() for e in entries)))
+        room = self.config.ledger.range_max_bytes
+        seq, end = max(1, rng.start), rng.start + limit - 1
+        out: list[Entry] = []
+        while seq <= end:
+            chunk = await self.store.range(self.identity.public_key, seq, min(end, seq + _RANGE_CHUNK - 1))
+            if not chunk:
+                break
+            part = take_within(chunk, room, at_least_one=not out)
+            out += part
+            room -= sum(entry_size(e) for e in part)
+            if len(part) < len(chunk):
+                self.ledger_refusals["range_cut"] += 1
+                break
+            seq = chunk[-1].seq + 1
+        return wire.seal(self.identity, LedgerEntries(tuple(e.to_bytes() for e in out)))
 
     def status_line(self) -> dict[str, object]:
         """A JSON-able summary (for logs and tests)."""

@@ -16,10 +16,10 @@ Nothing here knows libp2p; it is tested on its own.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -63,6 +63,13 @@ class TrioThread:
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._done = threading.Event()
+        # Crossings between the threads are coalesced: callbacks queue up here and one
+        # wake-up (a self-pipe write) runs every callback queued until it is served.
+        self._to_asyncio: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._to_trio: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._wake_lock = threading.Lock()
+        self._asyncio_woken = False
+        self._trio_woken = False
         self.error: BaseException | None = None
         """The exception that ended the trio loop, if any (read after :meth:`stop`)."""
 
@@ -162,14 +169,14 @@ class TrioThread:
                 scope.cancel()
 
         try:
-            token.run_sync_soon(nursery.start_soon, runner)
+            self._in_trio(nursery.start_soon, runner)
         except trio.RunFinishedError as exc:
             raise NotRunning("the transport is not running") from exc
         try:
             return await fut
         except asyncio.CancelledError:
             with contextlib.suppress(trio.RunFinishedError):  # the loop is gone, and the task with it
-                token.run_sync_soon(cancel)
+                self._in_trio(cancel)
             raise
 
     def spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -178,9 +185,37 @@ class TrioThread:
         if token is None or nursery is None:
             raise NotRunning("the transport is not running")
         try:
-            token.run_sync_soon(nursery.start_soon, fn, *args)
+            self._in_trio(nursery.start_soon, fn, *args)
         except trio.RunFinishedError as exc:
             raise NotRunning("the transport is not running") from exc
+
+    def _in_trio(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run the plain callable ``fn(*args)`` in the trio thread soon (any thread; coalesced wake-ups)."""
+        token = self._token
+        if token is None:
+            raise trio.RunFinishedError("the trio loop never started")
+        self._to_trio.append((fn, args))
+        with self._wake_lock:
+            if self._trio_woken:
+                return
+            self._trio_woken = True
+        try:
+            token.run_sync_soon(self._serve_trio)
+        except trio.RunFinishedError:
+            with self._wake_lock:
+                self._trio_woken = False
+            raise
+
+    def _serve_trio(self) -> None:
+        with self._wake_lock:
+            self._trio_woken = False
+        queue = self._to_trio
+        while queue:
+            fn, args = queue.popleft()
+            try:
+                fn(*args)
+            except Exception as exc:  # one failing callback must not strand the ones queued behind it
+                logger.warning("callback %r in the trio thread failed: %r", fn, exc)
 
     # -- trio -> asyncio -----------------------------------------------------------
     def post(self, fn: Callable[..., object], *args: Any) -> None:
@@ -191,28 +226,59 @@ class TrioThread:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        self._to_asyncio.append((fn, args))
+        with self._wake_lock:
+            if self._asyncio_woken:
+                return
+            self._asyncio_woken = True
         try:
-            loop.call_soon_threadsafe(fn, *args)
+            loop.call_soon_threadsafe(self._serve_asyncio)
         except RuntimeError:
             logger.debug("asyncio loop closed; dropping a callback from the network thread")
+
+    def _serve_asyncio(self) -> None:
+        with self._wake_lock:
+            self._asyncio_woken = False
+        queue = self._to_asyncio
+        while queue:
+            fn, args = queue.popleft()
+            try:
+                fn(*args)
+            except Exception as exc:  # one failing callback must not strand the ones queued behind it
+                logger.warning("callback %r in the asyncio thread failed: %r", fn, exc)
 
     async def call_asyncio(self, coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """From a trio task: run ``coro_fn(*args)`` on the asyncio loop and wait for its result."""
         loop = self._loop
         if loop is None or loop.is_closed():
             raise NotRunning("the asyncio loop is gone")
-        cfut: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro_fn(*args), loop)
         done = trio.Event()
-        token = trio.lowlevel.current_trio_token()
+        tasks: list[asyncio.Task[T]] = []
+        abandoned = False
 
-        def wake(_: concurrent.futures.Future[T]) -> None:
+        def wake(_: asyncio.Task[T]) -> None:
             with contextlib.suppress(trio.RunFinishedError):  # the trio loop ended; nobody waits any more
-                token.run_sync_soon(done.set)
+                self._in_trio(done.set)
 
-        cfut.add_done_callback(wake)
+        def begin() -> None:  # on the asyncio loop
+            if abandoned:
+                return
+            task = loop.create_task(coro_fn(*args))
+            task.add_done_callback(wake)
+            tasks.append(task)
+
+        def abandon() -> None:  # on the asyncio loop
+            for task in tasks:
+                task.cancel()
+
+        self.post(begin)
         try:
             await done.wait()
         finally:
-            if not cfut.done():
-                cfut.cancel()
-        return cfut.result()
+            if not done.is_set():
+                abandoned = True
+                self.post(abandon)
+        task = tasks[0]
+        if task.cancelled():
+            raise NotRunning("the asyncio side cancelled the call")
+        return task.result()

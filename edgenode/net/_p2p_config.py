@@ -41,5 +41,20 @@ class P2PConfig:
     """Seconds ``start()`` waits for the host to listen."""
     stop_timeout: float = 15.0
     """Seconds ``stop()`` waits for the network thread to finish."""
+    channels: bool = True
+    """Carry requests on one persistent multiplexed stream per peer (``/edgenode/rpc/2``).  Off: a
+    stream per request (``/edgenode/rpc/1``, what every version serves), and rpc/2 is not served."""
+    bulk_protocols: tuple[str, ...] = ("/edgenode/blob/1",)
+    """Request protocols sent on a stream of their own (large payloads must not hold up the channel)."""
+    max_inflight_per_peer: int = 256
+    """Requests outstanding at once on one peer's channel; more wait for a slot."""
+    max_concurrent_per_channel: int = 64
+    """Handlers running at once for one inbound channel; beyond it the channel stops being read."""
+    max_inbound_streams_per_peer: int = 64
+    """Inbound request streams (channels and one-shot streams) open at once per peer; more are reset."""
+    channel_idle_s: float = 60.0
+    """A channel with nothing in flight for this long is closed."""
+    channel_retry_s: float = 60.0
+    """After a peer refused the channel protocol, use a stream per request with it for this long."""
     subscriber_queue: int = 10_000
     """Messages buffered per asyncio subscriber before the oldest are dropped (counted)."""

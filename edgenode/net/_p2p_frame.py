@@ -1,6 +1,9 @@
 """Sans-IO framing of the request/response protocol spoken over libp2p streams.
 
-One request per stream.  Both directions carry exactly one *frame*::
+``/edgenode/rpc/1`` carries one request per stream (bulk transfers such as blobs,
+and peers without the channel); ``/edgenode/rpc/2`` multiplexes many requests on one
+long-lived stream (see the end of this module).  On rpc/1 both directions carry
+exactly one *frame*::
 
     frame    = u32 big-endian body length | body
     request  = u16 big-endian protocol length | protocol (UTF-8) | payload
@@ -30,6 +33,13 @@ __all__ = [
     "decode_request",
     "encode_response",
     "decode_response",
+    "MUX_PROTOCOL",
+    "KIND_REQUEST",
+    "KIND_OK",
+    "KIND_ERROR",
+    "encode_mux",
+    "decode_mux",
+    "FrameSplitter",
 ]
 
 RPC_PROTOCOL = "/edgenode/rpc/1"
@@ -140,3 +150,67 @@ def decode_response(body: bytes) -> Response:
         except UnicodeDecodeError as exc:
             raise DecodeError("error message is not UTF-8") from exc
     raise DecodeError(f"unknown response status {status}")
+
+
+# -- the multiplexed channel (``/edgenode/rpc/2``) ------------------------------------
+#
+# One long-lived stream per (requester, server) pair carries many requests at once::
+#
+#     frame = u32 big-endian body length | body
+#     body  = u32 request id | kind byte | rest
+#     rest  = request (KIND_REQUEST) | payload (KIND_OK) | reason code, UTF-8 (KIND_ERROR)
+#
+# Responses may come back in any order; the id pairs them with their request.
+
+MUX_PROTOCOL = "/edgenode/rpc/2"
+"""The libp2p stream protocol of the persistent request channel."""
+
+KIND_REQUEST = 0
+KIND_OK = 1
+KIND_ERROR = 2
+
+_MUX_HEAD = struct.Struct(">IB")
+
+
+def encode_mux(req_id: int, kind: int, body: bytes, max_bytes: int) -> bytes:
+    """One channel frame; LocalError if it exceeds ``max_bytes``."""
+    return encode_frame(_MUX_HEAD.pack(req_id, kind) + body, max_bytes)
+
+
+def decode_mux(frame: bytes) -> tuple[int, int, bytes]:
+    """``(request id, kind, rest)`` of a channel frame body; DecodeError if malformed."""
+    if len(frame) < _MUX_HEAD.size:
+        raise DecodeError("channel frame too short")
+    req_id, kind = _MUX_HEAD.unpack_from(frame)
+    if kind not in (KIND_REQUEST, KIND_OK, KIND_ERROR):
+        raise DecodeError(f"unknown channel frame kind {kind}")
+    return req_id, kind, frame[_MUX_HEAD.size :]
+
+
+class FrameSplitter:
+    """Splits a long-lived stream into its successive frames (sans-IO)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add ``chunk``; return the frame bodies it completed (DecodeError on an oversized frame)."""
+        self._buf += chunk
+        out: list[bytes] = []
+        buf = self._buf
+        while len(buf) >= _LEN.size:
+            (need,) = _LEN.unpack_from(buf)
+            if need > self._max:
+                raise DecodeError(f"frame of {need} bytes exceeds the limit of {self._max}")
+            end = _LEN.size + need
+            if len(buf) < end:
+                break
+            out.append(bytes(buf[_LEN.size : end]))
+            del buf[:end]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held."""
+        return len(self._buf)

@@ -22,8 +22,17 @@ import trio
 
 from ..errors import DecodeError, EdgenodeError, LocalError
 from ._errors import RemoteFailure, RequestTimeout, Unreachable
+from ._p2p_channel import (
+    REASON_NO_HANDLER,
+    REASON_TOO_LARGE,
+    ChannelClosed,
+    ClientChannel,
+    failure_reason,
+    serve_channel,
+)
 from ._p2p_config import P2PConfig
 from ._p2p_frame import (
+    MUX_PROTOCOL,
     RPC_PROTOCOL,
     FrameReader,
     Response,
@@ -143,6 +152,11 @@ class LibP2PNode:
         self._dials = trio.Semaphore(settings.config.max_concurrent_dials)
         self._known: set[str] = set()
         self._pumps: dict[str, trio.CancelScope] = {}
+        self._channels: dict[str, ClientChannel] = {}
+        self._channel_locks: dict[str, trio.Lock] = {}
+        self._no_channel: dict[str, float] = {}
+        """Peers that refused ``/edgenode/rpc/2`` (older nodes): until when to use rpc/1 with them."""
+        self._inbound: Counter[str] = Counter()
         self.peer_id = ""
         self.listen_addrs: list[str] = []
 
@@ -168,6 +182,8 @@ class LibP2PNode:
         async with host.run(listen_addrs=listen), background_trio_service(pubsub), background_trio_service(gossipsub):
             await pubsub.wait_until_ready()
             host.set_stream_handler(TProtocol(RPC_PROTOCOL), self._on_rpc_stream)
+            if self._c.channels:
+                host.set_stream_handler(TProtocol(MUX_PROTOCOL), self._on_channel_stream)
             self._guard_handlers()
             self.listen_addrs = [f"{a}/p2p/{self.peer_id}" for a in _dialable(host.get_transport_addrs())]
             if not self.listen_addrs:  # py-libp2p logs a failed listen and carries on; we do not
@@ -175,6 +191,7 @@ class LibP2PNode:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._poll_peers)
+                nursery.start_soon(self._close_idle_channels)
                 for addr in s.bootstrap:
                     nursery.start_soon(self._bootstrap_one, addr)
                 if s.mdns:
@@ -186,8 +203,12 @@ class LibP2PNode:
         from libp2p import new_host
         from libp2p.crypto.ed25519 import create_new_key_pair
         from libp2p.network.config import ConnectionConfig
-        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12
         from libp2p.pubsub.pubsub import Pubsub
+
+        from ._p2p_tuning import EdgeGossipSub, install
+
+        install()
 
         s, c = self._s, self._c
         # One connection per peer (else connect() waits a fixed 250 ms); no auto-connector:
@@ -206,7 +227,7 @@ class LibP2PNode:
             enable_quic=s.quic,
             enable_mDNS=s.mdns,
         )
-        gossipsub = GossipSub(
+        gossipsub = EdgeGossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
             degree=c.degree,
             degree_low=c.degree_low,
@@ -226,6 +247,8 @@ class LibP2PNode:
         """Close connections, listeners and transports while not cancelled (cancelling leaks sockets)."""
         for scope in self._pumps.values():
             scope.cancel()
+        for ch in list(self._channels.values()):
+            await ch.aclose()
         with trio.move_on_after(timeout):
             await self._host.get_network().close()
 
@@ -382,7 +405,99 @@ class LibP2PNode:
 
     # -- requests ------------------------------------------------------------------
     async def request(self, peer: str, protocol: str, data: bytes, timeout: float) -> bytes:
-        """One request on ``protocol``; the response payload, or Unreachable/RemoteFailure/RequestTimeout."""
+        """One request on ``protocol``; the response payload, or Unreachable/RemoteFailure/RequestTimeout.
+
+        Small requests share the peer's persistent channel (``/edgenode/rpc/2``); bulk
+        protocols (blobs), and peers without the channel, get a stream of their own.
+        """
+        with trio.move_on_after(timeout):
+            if (
+                not self._c.channels
+                or protocol in self._c.bulk_protocols
+                or self._no_channel.get(peer, 0.0) > trio.current_time()
+            ):
+                return await self._request_stream(peer, protocol, data, timeout)
+            for attempt in (0, 1):
+                ch = await self._channel(peer)
+                if ch is None:
+                    return await self._request_stream(peer, protocol, data, timeout)
+                try:
+                    ok, body = await ch.request(protocol, data)
+                except ChannelClosed as exc:
+                    if exc.sent or attempt:  # it may have run there: never send a request twice
+                        raise RemoteFailure(f"{peer} on {protocol}: {exc}") from exc
+                    continue
+                if not ok:
+                    raise RemoteFailure(f"{peer} on {protocol}: {body.decode('utf-8', 'replace')}")
+                return body
+        raise RequestTimeout(f"no answer from {peer} on {protocol} within {timeout} s")
+
+    async def _channel(self, peer: str) -> ClientChannel | None:
+        """The live channel to ``peer``, opened if needed; None if the peer does not speak rpc/2."""
+        from libp2p.custom_types import TProtocol
+
+        ch = self._channels.get(peer)
+        if ch is not None and not ch.closed:
+            return ch
+        lock = self._channel_locks.setdefault(peer, trio.Lock())
+        async with lock:
+            ch = self._channels.get(peer)
+            if ch is not None and not ch.closed:
+                return ch
+            pid = await self._reach(peer)
+            try:
+                stream = await self._host.new_stream(pid, [TProtocol(MUX_PROTOCOL)])
+            except Exception as exc:  # negotiation refused (an older peer) or the stream failed
+                logger.debug("no channel to %s (%r); using a stream per request", peer, exc)
+                self._counters.add("channel_fallbacks")
+                self._no_channel[peer] = trio.current_time() + self._c.channel_retry_s
+                return None
+            ch = ClientChannel(peer, stream, self._c.max_frame_bytes, self._c.max_inflight_per_peer, self._counters)
+            self._channels[peer] = ch
+            self._counters.add("channels_opened")
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_channel, ch)
+            return ch
+
+    async def _run_channel(self, ch: ClientChannel) -> None:
+        await ch.run_reader()
+        if self._channels.get(ch.peer) is ch:
+            del self._channels[ch.peer]
+            self._channel_locks.pop(ch.peer, None)
+
+    async def _close_idle_channels(self) -> None:
+        idle = self._c.channel_idle_s
+        while True:
+            await trio.sleep(idle / 4)
+            now = trio.current_time()
+            for ch in list(self._channels.values()):
+                if ch.idle and now - ch.last_used > idle:
+                    self._counters.add("channels_closed_idle")
+                    await ch.aclose()
+            for peer, until in list(self._no_channel.items()):
+                if until <= now:
+                    del self._no_channel[peer]
+
+    async def _reach(self, peer: str) -> Any:
+        """The libp2p ID of ``peer``, dialled from the peerstore if not connected (Unreachable if not)."""
+        from libp2p.peer.peerinfo import PeerInfo
+
+        pid = _peer_id(peer)
+        if pid is None:
+            raise Unreachable(f"not a peer id: {peer!r}")
+        if not self._host.get_network().connections.get(pid):
+            store = self._host.get_peerstore()
+            addrs = store.addrs(pid) if pid in store.peer_ids() else []
+            if not addrs:
+                raise Unreachable(f"peer {peer} is not connected and has no known address")
+            async with self._dials:
+                try:
+                    await self._host.connect(PeerInfo(pid, addrs))
+                except Exception as exc:  # libp2p dial errors of many types
+                    raise Unreachable(f"cannot reach {peer}: {exc}") from exc
+        return pid
+
+    async def _request_stream(self, peer: str, protocol: str, data: bytes, timeout: float) -> bytes:
         frame = encode_frame(encode_request(protocol, data), self._c.max_frame_bytes)
         reply = await self.exchange(peer, frame, timeout, what=protocol)
         try:
@@ -396,24 +511,9 @@ class LibP2PNode:
     async def exchange(self, peer: str, raw: bytes, timeout: float, what: str = "rpc") -> bytes:
         """Open an RPC stream to ``peer``, write ``raw`` (normally one frame), return the reply frame's body."""
         from libp2p.custom_types import TProtocol
-        from libp2p.peer.id import ID
-        from libp2p.peer.peerinfo import PeerInfo
 
-        try:
-            pid = ID.from_base58(peer)
-        except Exception as exc:  # base58/multihash errors of many types
-            raise Unreachable(f"not a peer id: {peer!r}") from exc
         with trio.move_on_after(timeout):
-            if peer not in self._connected():
-                store = self._host.get_peerstore()
-                addrs = store.addrs(pid) if pid in store.peer_ids() else []
-                if not addrs:
-                    raise Unreachable(f"peer {peer} is not connected and has no known address")
-                async with self._dials:
-                    try:
-                        await self._host.connect(PeerInfo(pid, addrs))
-                    except Exception as exc:  # libp2p dial errors of many types
-                        raise Unreachable(f"cannot reach {peer}: {exc}") from exc
+            pid = await self._reach(peer)
             try:
                 stream = await self._host.new_stream(pid, [TProtocol(RPC_PROTOCOL)])
             except Exception as exc:  # StreamFailure, SwarmException, negotiation errors
@@ -446,9 +546,40 @@ class LibP2PNode:
             if frame is not None:
                 return frame
 
+    def _admit_inbound(self, sender: str) -> bool:
+        """Count one more inbound request stream from ``sender``; False past the per-peer bound."""
+        if self._inbound[sender] >= self._c.max_inbound_streams_per_peer:
+            self._counters.add("requests_refused_streams")
+            return False
+        self._inbound[sender] += 1
+        return True
+
+    def _release_inbound(self, sender: str) -> None:
+        self._inbound[sender] -= 1
+        if self._inbound[sender] <= 0:
+            del self._inbound[sender]
+
+    async def _on_channel_stream(self, stream: Any) -> None:
+        """Serve an inbound ``/edgenode/rpc/2`` channel until the requester closes it (never raises)."""
+        sender = stream.muxed_conn.peer_id.to_base58()
+        if not self._admit_inbound(sender):
+            await _reset(stream)
+            return
+        try:
+            await serve_channel(
+                stream, sender, self._hooks.dispatch, max_frame=self._c.max_frame_bytes,
+                max_concurrent=self._c.max_concurrent_per_channel, handler_timeout=self._c.handler_timeout,
+                counters=self._counters, no_handler=NoHandler,
+            )
+        finally:
+            self._release_inbound(sender)
+
     async def _on_rpc_stream(self, stream: Any) -> None:
         """Serve one request on an inbound stream (guarded: never raises)."""
         sender = stream.muxed_conn.peer_id.to_base58()
+        if not self._admit_inbound(sender):
+            await _reset(stream)
+            return
         try:
             with trio.move_on_after(self._c.handler_timeout) as scope:
                 frame = await self._read_frame(stream)
@@ -458,13 +589,14 @@ class LibP2PNode:
                     reply = Response(ok=True, payload=await self._hooks.dispatch(sender, protocol, payload))
                 except NoHandler:
                     self._counters.add("requests_unhandled")
-                    reply = Response(ok=False, message=f"no handler for protocol {protocol!r}")
-                except Exception as exc:  # the handler's failure is the requester's RemoteFailure
+                    reply = Response(ok=False, message=REASON_NO_HANDLER)
+                except Exception as exc:  # a reason code to the requester, the detail to our log
                     self._counters.add("requests_failed")
-                    reply = Response(ok=False, message=f"handler failed: {type(exc).__name__}: {exc}")
+                    logger.debug("handler for %s failed for %s: %r", protocol, sender, exc)
+                    reply = Response(ok=False, message=failure_reason(exc))
                 out = encode_response(reply)
                 if len(out) + 4 > self._c.max_frame_bytes:
-                    out = encode_response(Response(ok=False, message="response exceeds the frame limit"))
+                    out = encode_response(Response(ok=False, message=REASON_TOO_LARGE))
                 await stream.write(encode_frame(out, self._c.max_frame_bytes))
                 await _close(stream)
             if scope.cancelled_caught:
@@ -474,6 +606,8 @@ class LibP2PNode:
             self._counters.add("requests_bad")
             logger.debug("bad request stream from %s: %r", sender, exc)
             await _reset(stream)
+        finally:
+            self._release_inbound(sender)
 
 
 def _dialable(addrs: Sequence[Any]) -> list[str]:
@@ -490,6 +624,17 @@ def _dialable(addrs: Sequence[Any]) -> list[str]:
         for ip in [*[i for i in ips if i not in ("0.0.0.0", "127.0.0.1")], "127.0.0.1"]:
             out.append(text.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/", 1))
     return list(dict.fromkeys(out))
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_id(peer: str) -> Any:
+    """The libp2p ID of a base58 peer id string, or None (cached: decoding it is slow)."""
+    from libp2p.peer.id import ID
+
+    try:
+        return ID.from_base58(peer)
+    except Exception:  # base58/multihash errors of many types
+        return None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -146,6 +146,8 @@ class Submitter:
         *,
         guard: SwarmGuard | None = None,
         encrypt: bool | None = None,
+        follow_adverts: bool = False,
+        advert_refresh_ms: int = 5_000,
     ) -> None:
         self.signer = signer
         self.transport = transport
@@ -156,7 +158,7 @@ class Submitter:
         self.offer_window_ms = offer_window_ms
         self._addrs: dict[str, tuple[str, ...]] = {}
         self._bids: dict[str, OfferBook] = {}
-        self._bg: list[asyncio.Task[None]] = []
+        self._bg: list[asyncio.Task[object]] = []
         self._pending: Counter[str] = Counter()
         self._served = False
         self.guard = guard
@@ -165,6 +167,13 @@ class Submitter:
         """Encrypt inputs to the executor and outputs back (default: on in swarm mode)."""
         if self.encrypt and not isinstance(signer, Identity):
             raise ValueError("payload encryption needs an Identity as the signer")
+        self.follow_adverts = follow_adverts
+        """Join the advert topic (a long-lived peer); otherwise ask the connected peers for
+        their adverts when the table is ``advert_refresh_ms`` old (a light submitter stays out
+        of the advert mesh and costs the swarm nothing while it is idle)."""
+        self.advert_refresh_ms = advert_refresh_ms
+        self._refreshed_ms: int | None = None
+        self._refreshing: asyncio.Task[list[Advert]] | None = None
 
     # -- joining ------------------------------------------------------------------
     async def start(self) -> None:
@@ -175,12 +184,18 @@ class Submitter:
             if self.guard is not None:
                 await self.guard.start(self.transport)
                 self.transport.serve(BLOB_PROTOCOL, self.guard.guard_blobs(self.blobs))
-            self._bg.append(asyncio.create_task(self._follow(self.transport.subscribe(ADVERT_TOPIC), self._on_advert)))
+            if self.follow_adverts:
+                self._bg.append(
+                    asyncio.create_task(self._follow(self.transport.subscribe(ADVERT_TOPIC), self._on_advert))
+                )
             self._bg.append(asyncio.create_task(self._follow(self.transport.subscribe(BID_TOPIC), self._on_bid)))
 
     async def close(self) -> None:
         if self.guard is not None:
             await self.guard.stop()
+        if self._refreshing is not None:
+            self._bg.append(self._refreshing)
+            self._refreshing = None
         for t in self._bg:
             t.cancel()
         for t in self._bg:
@@ -206,6 +221,7 @@ class Submitter:
     async def refresh(self, peers: Sequence[str] | None = None, timeout: float = 5.0) -> list[Advert]:
         """Ask ``peers`` (default: all connected) for their adverts and the adverts they hold."""
         targets = list(peers if peers is not None else self.transport.peers())
+        self._refreshed_ms = self.clock.now_ms()
         req = wire.seal(self.signer, StatusRequest(os.urandom(8)))
         results = await asyncio.gather(
             *(self.transport.request(p, STATUS_PROTOCOL, req, timeout=timeout) for p in targets),
@@ -226,6 +242,21 @@ class Submitter:
             for sealed in reply.known:
                 self._on_advert_bytes(sealed, now)
         return self.adverts.live(now)
+
+    async def _fresh_adverts(self, now: int) -> None:
+        """Refresh the advert table from the connected peers when it is stale (one refresh at a time;
+        placement waits for it only when no live advert is left)."""
+        last = self._refreshed_ms
+        if self.follow_adverts or (last is not None and now - last < self.advert_refresh_ms):
+            return
+        if not self.transport.peers():
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshed_ms = now
+            self._refreshing = asyncio.create_task(self.refresh(timeout=max(0.5, self.advert_refresh_ms / 2000)))
+        if not self.adverts.live(now):
+            with contextlib.suppress(NetError):
+                await asyncio.shield(self._refreshing)
 
     async def _follow(self, sub: AsyncIterator[GossipMessage], fn: object) -> None:
         assert callable(fn)
@@ -274,6 +305,7 @@ class Submitter:
         if req.market:
             candidates = await self._ask_market(task_id, req, requires, expires)
         else:
+            await self._fresh_adverts(t0)
             self.adverts.expire(t0)
             preq = PlacementRequest(requires, float(req.deadline_ms), req.sla)
             candidates = [c.peer for c in place(preq, self.adverts.live(t0), self.rtt, pending=self._pending)]

@@ -1,0 +1,129 @@
+"""Small, documented adjustments of the pinned py-libp2p (0.8.1) where it offers no setting.
+
+Every adjustment here keeps the bytes on the wire standard (an unpatched peer, or
+another libp2p implementation, sees nothing unusual); each is pinned by a test in
+``tests/net/test_p2p_tuning.py`` that fails loudly when an upgrade changes the code
+it adjusts.  Measured effect: docs/net.md.
+
+1. **Signed peer records, made once and checked once.**  py-libp2p attaches its signed
+   peer record to every pubsub RPC (rebuilding the address set with ``host.get_addrs()``
+   each time) and verifies the record of every RPC it receives, twice (once in
+   ``Pubsub`` and again in ``GossipSub.handle_rpc``).  We still send the record, but from
+   a cache; and a record whose exact bytes were already verified for that same sender
+   is not verified again.
+2. **IDONTWANT only for large messages.**  py-libp2p sends IDONTWANT to every mesh peer
+   for every message; go-libp2p only above 1 KiB (``IDontWantMessageThreshold``),
+   where saving a duplicate is worth a control message.  :class:`EdgeGossipSub` does the
+   same.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["IDONTWANT_THRESHOLD", "EdgeGossipSub", "install"]
+
+IDONTWANT_THRESHOLD = 1024
+"""Messages at least this large (bytes of data) trigger IDONTWANT, as in go-libp2p."""
+
+_RECORD_CACHE = 4096
+_lock = threading.Lock()
+_installed = False
+
+
+def install() -> None:
+    """Apply the process-wide adjustments (idempotent; call before building a host)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        import libp2p.pubsub.floodsub as floodsub_mod
+        import libp2p.pubsub.gossipsub as gossipsub_mod
+        import libp2p.pubsub.pubsub as pubsub_mod
+
+        env = _cached_env(pubsub_mod.env_to_send_in_RPC)
+        for mod in (pubsub_mod, gossipsub_mod):
+            mod.env_to_send_in_RPC = env  # type: ignore[attr-defined]
+        consume = _consume_once(pubsub_mod.maybe_consume_signed_record)
+        for mod in (pubsub_mod, gossipsub_mod, floodsub_mod):
+            mod.maybe_consume_signed_record = consume  # type: ignore[attr-defined]
+        _installed = True
+
+
+def _cached_env(original: Any) -> Any:
+    """``env_to_send_in_RPC`` from a per-host cache (a host's listen addresses are fixed once listening)."""
+    cache: dict[int, tuple[Any, bytes]] = {}
+
+    def env_to_send_in_RPC(host: Any) -> tuple[bytes, bool]:  # the name it replaces
+        hit = cache.get(id(host))
+        if hit is not None and hit[0] is host:
+            return hit[1], False
+        env, created = original(host)
+        if host.get_addrs():  # before listening the record would name no address: do not keep it
+            if len(cache) >= 64:
+                cache.clear()
+            cache[id(host)] = (host, env)
+        return env, created
+
+    env_to_send_in_RPC.edgenode_tuned = True  # type: ignore[attr-defined]
+    return env_to_send_in_RPC
+
+
+def _consume_once(original: Any) -> Any:
+    """``maybe_consume_signed_record`` that skips a record already verified for the same sender."""
+    seen: OrderedDict[tuple[int, bytes, bytes], None] = OrderedDict()
+    lock = threading.Lock()
+
+    def maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        # per receiving host too: each host's peerstore must have consumed the record once
+        key = (id(host), peer_id.to_bytes() if peer_id is not None else b"", bytes(msg.senderRecord))
+        with lock:
+            if key in seen:
+                seen.move_to_end(key)
+                return True
+        ok = bool(original(msg, host, peer_id))
+        if ok:
+            with lock:
+                seen[key] = None
+                if len(seen) > _RECORD_CACHE:
+                    seen.popitem(last=False)
+        return ok
+
+    maybe_consume_signed_record.edgenode_tuned = True  # type: ignore[attr-defined]
+    return maybe_consume_signed_record
+
+
+def _gossipsub_base() -> type:
+    from libp2p.pubsub.gossipsub import GossipSub
+
+    return GossipSub
+
+
+class _Lazy:
+    cls: type | None = None
+
+
+def EdgeGossipSub(**kwargs: Any) -> Any:  # a class factory: libp2p is imported lazily
+    """A GossipSub that sends IDONTWANT only for messages of :data:`IDONTWANT_THRESHOLD` bytes or more."""
+    if _Lazy.cls is None:
+        base: Any = _gossipsub_base()
+
+        class _EdgeGossipSub(base):  # type: ignore[misc,valid-type]
+            _edgenode_size = 0
+
+            async def publish(self, msg_forwarder: Any, pubsub_msg: Any) -> None:
+                # publish() reaches _emit_idontwant_for_message without awaiting anything
+                # before it, so the size noted here is this message's (one trio thread).
+                self._edgenode_size = len(pubsub_msg.data)
+                await super().publish(msg_forwarder, pubsub_msg)
+
+            async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
+                if self._edgenode_size >= IDONTWANT_THRESHOLD:
+                    await super()._emit_idontwant_for_message(msg_id, topic_ids)
+
+        _Lazy.cls = _EdgeGossipSub
+    return _Lazy.cls(**kwargs)
