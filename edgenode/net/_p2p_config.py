@@ -27,8 +27,9 @@ class P2PConfig:
     """Dials in flight at once (hundreds at once break mesh formation)."""
     dial_timeout: float = 10.0
     """Seconds for one dial attempt."""
-    peer_poll_interval: float = 0.1
-    """Seconds between scans of the connection table for join/leave events."""
+    peer_poll_interval: float = 2.0
+    """Seconds between scans of the connection table for join/leave events (a safety net: the
+    network's connect/disconnect notifications raise them at once)."""
     max_frame_bytes: int = 64 * 1024 * 1024
     """Largest request or response frame accepted."""
     handler_timeout: float = 60.0

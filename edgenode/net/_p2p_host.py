@@ -188,6 +188,7 @@ class LibP2PNode:
             self.listen_addrs = [f"{a}/p2p/{self.peer_id}" for a in _dialable(host.get_transport_addrs())]
             if not self.listen_addrs:  # py-libp2p logs a failed listen and carries on; we do not
                 raise LocalError(f"cannot listen on {list(s.listen)} (address in use or not local?)")
+            host.get_network().register_notifee(_peer_notifee(self.refresh_peers))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._poll_peers)
@@ -608,6 +609,32 @@ class LibP2PNode:
             await _reset(stream)
         finally:
             self._release_inbound(sender)
+
+
+def _peer_notifee(changed: Callable[[], None]) -> Any:
+    """A py-libp2p network notifee that calls ``changed()`` when a connection opens or closes."""
+    from libp2p.abc import INotifee
+
+    class _Notifee(INotifee):  # type: ignore[misc]
+        async def connected(self, network: Any, conn: Any) -> None:
+            changed()
+
+        async def disconnected(self, network: Any, conn: Any) -> None:
+            changed()
+
+        async def opened_stream(self, network: Any, stream: Any) -> None:
+            return None
+
+        async def closed_stream(self, network: Any, stream: Any) -> None:
+            return None
+
+        async def listen(self, network: Any, multiaddr: Any) -> None:
+            return None
+
+        async def listen_close(self, network: Any, multiaddr: Any) -> None:
+            return None
+
+    return _Notifee()
 
 
 def _dialable(addrs: Sequence[Any]) -> list[str]:

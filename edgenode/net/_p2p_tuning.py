@@ -43,10 +43,10 @@ def install() -> None:
         import libp2p.pubsub.gossipsub as gossipsub_mod
         import libp2p.pubsub.pubsub as pubsub_mod
 
-        env = _cached_env(pubsub_mod.env_to_send_in_RPC)
+        env = _cached_env(getattr(pubsub_mod, "env_to_send_in_RPC"))  # noqa: B009  # not re-exported
         for mod in (pubsub_mod, gossipsub_mod):
             mod.env_to_send_in_RPC = env  # type: ignore[attr-defined]
-        consume = _consume_once(pubsub_mod.maybe_consume_signed_record)
+        consume = _consume_once(getattr(pubsub_mod, "maybe_consume_signed_record"))  # noqa: B009
         for mod in (pubsub_mod, gossipsub_mod, floodsub_mod):
             mod.maybe_consume_signed_record = consume  # type: ignore[attr-defined]
         _installed = True

@@ -8,10 +8,16 @@ values is parsed (at most :data:`_OUTER_ITEMS` values, one level deep), the
 signature is checked over the raw body bytes, and only then is the body decoded
 into a message.  An unsigned or forged frame costs one signature check and one
 copy of its bytes, never a decode.
+
+A small envelope opened again (a gossip message is opened by the topic validator and
+then by its handler, and in swarm mode by the guard too) is not verified again: the
+exact bytes of the last few hundred small envelopes that verified are remembered.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -27,6 +33,30 @@ _OUTER_ITEMS = 5
 """The envelope's outer list and its four values: all the decoder may build before the signature checks."""
 
 M = TypeVar("M")
+
+_VERIFIED_MAX = 512
+"""How many verified envelopes are remembered (by their exact bytes)."""
+_VERIFIED_MAX_BYTES = 2048
+"""Only envelopes up to this size are remembered (gossip: adverts, heads, offers)."""
+_verified: OrderedDict[bytes, None] = OrderedDict()
+_verified_lock = threading.Lock()  # validators run in the network thread, handlers on the event loop
+
+
+def _verify_once(data: bytes, version: int, author: bytes, body: bytes, sig: bytes) -> None:
+    """Check the envelope's signature unless these exact envelope bytes verified recently."""
+    small = len(data) <= _VERIFIED_MAX_BYTES
+    if small:
+        key = bytes(data)
+        with _verified_lock:
+            if key in _verified:
+                _verified.move_to_end(key)
+                return
+    verify(author, _signed_bytes(version, author, body), sig)
+    if small:
+        with _verified_lock:
+            _verified[key] = None
+            if len(_verified) > _VERIFIED_MAX:
+                _verified.popitem(last=False)
 
 
 class Signer(Protocol):
@@ -85,7 +115,7 @@ def open_envelope(data: bytes) -> Envelope:
         raise DecodeError("envelope author is not a 32-byte key")
     if not (isinstance(body, bytes) and isinstance(sig, bytes) and len(sig) == 64):
         raise DecodeError("malformed envelope body or signature")
-    verify(author, _signed_bytes(version, author, body), sig)
+    _verify_once(data, version, author, body, sig)
     msg = _message.decode_any(body)
     return Envelope(author=author, message=msg, body=body, signature=sig)
 

@@ -74,6 +74,21 @@ def test_tampered_body_is_rejected() -> None:
         wire.open_envelope(wire.encode(raw))
 
 
+def test_an_envelope_opened_before_does_not_vouch_for_a_tampered_copy() -> None:
+    # opening the same bytes again skips the signature check; any other bytes never do
+    sealed = wire.seal(ALICE, sample())
+    for _ in range(3):
+        assert wire.open_envelope(sealed).message == sample()
+    raw = wire.decode(sealed)
+    assert isinstance(raw, list)
+    for i, forged in ((2, wire.to_bytes(Sample(8, b"\x01\x02"))), (1, BOB.public_key)):
+        tampered = list(raw)
+        tampered[i] = forged
+        with pytest.raises(SignatureError):
+            wire.open_envelope(wire.encode(tampered))
+    assert wire.open_envelope(sealed).author == ALICE.public_key
+
+
 def test_open_as_checks_the_kind() -> None:
     with pytest.raises(DecodeError, match=r"expected test\.sample"):
         wire.open_as(Sample, wire.seal(ALICE, Inner("x", 1.0)))
