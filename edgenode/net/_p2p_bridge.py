@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ import trio
 
 from ._errors import NotRunning
 
-__all__ = ["TrioThread"]
+__all__ = ["TrioThread", "SharedTrioThread", "Child"]
 
 T = TypeVar("T")
 
@@ -53,8 +54,22 @@ def _unwrap(exc: Exception) -> Exception:
     return exc
 
 
+class Child:
+    """A body started in a running :class:`TrioThread` with :meth:`TrioThread.start_child`."""
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        """The exception that ended the body after it had started, if any."""
+
+
 class TrioThread:
-    """Owns one trio loop running ``body`` in a background thread."""
+    """Owns one trio loop running ``body`` in a background thread.
+
+    Further bodies may share the loop (:meth:`start_child` / :meth:`stop_child`): each runs
+    in its own cancel scope, and one that fails after starting ends alone.
+    """
 
     def __init__(self, name: str = "edgenode-trio") -> None:
         self._name = name
@@ -134,6 +149,53 @@ class TrioThread:
         if thread.is_alive():
             raise NotRunning(f"the network thread did not stop within {timeout} s")
         self._nursery = None
+
+    async def start_child(self, body: Body, timeout: float) -> Child:
+        """Run another long-lived ``body`` in this (running) loop; return once it called ``started()``.
+
+        Raises what ``body`` raised before it was ready, or NotRunning on timeout.
+        """
+        child = Child()
+
+        async def runner(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            started = False
+            try:
+                with trio.CancelScope() as scope:
+                    child.scope = scope
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(body)
+                        started = True
+                        task_status.started()
+            except Exception as exc:  # after start: this body ends alone, the loop and its siblings go on
+                if not started:
+                    raise
+                child.error = exc
+                logger.warning("a body in the network thread %s ended with %r", self._name, exc)
+            finally:
+                child.done.set()
+
+        async def starter() -> None:
+            assert self._nursery is not None
+            await self._nursery.start(runner)
+
+        try:
+            await asyncio.wait_for(self.call(starter), timeout)
+        except TimeoutError as exc:
+            with contextlib.suppress(NotRunning):
+                await self.stop_child(child, timeout)
+            raise NotRunning(f"a body did not start within {timeout} s") from exc
+        return child
+
+    async def stop_child(self, child: Child, timeout: float) -> None:
+        """Cancel ``child`` and wait (at most ``timeout``) until it has ended."""
+
+        async def stop() -> None:
+            if child.scope is not None:
+                child.scope.cancel()
+            with trio.move_on_after(timeout):
+                await child.done.wait()
+
+        await self.call(stop)
 
     # -- asyncio -> trio -----------------------------------------------------------
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -282,3 +344,54 @@ class TrioThread:
         if task.cancelled():
             raise NotRunning("the asyncio side cancelled the call")
         return task.result()
+
+
+async def _idle(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    await trio.sleep_forever()
+
+
+class SharedTrioThread:
+    """One trio thread per asyncio loop, lent to every libp2p host of that loop.
+
+    A process that runs many hosts (a simulator worker, a test) would otherwise run a
+    thread per host, and the threads would spend their time handing the GIL to each other;
+    in one loop they take turns at trio's own (much cheaper) task switches.  The thread
+    starts with its first user and stops when the last one leaves.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._thread: TrioThread | None = None
+        self._users = 0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def for_running_loop(cls, name: str = "edgenode-p2p") -> SharedTrioThread:
+        loop = asyncio.get_running_loop()
+        shared = _SHARED.get(loop)
+        if shared is None:
+            shared = _SHARED[loop] = cls(name)
+        return shared
+
+    async def acquire(self, timeout: float) -> TrioThread:
+        """The running thread (started for the first user)."""
+        async with self._lock:
+            if self._thread is None or not self._thread.running:
+                thread = TrioThread(self._name)
+                await thread.start(_idle, timeout)
+                self._thread = thread
+            self._users += 1
+            return self._thread
+
+    async def release(self, timeout: float) -> None:
+        """One user leaves; the last one stops the thread."""
+        async with self._lock:
+            self._users -= 1
+            if self._users <= 0 and self._thread is not None:
+                self._users = 0
+                thread, self._thread = self._thread, None
+                await thread.stop(timeout)
+
+
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedTrioThread] = weakref.WeakKeyDictionary()

@@ -8,11 +8,11 @@ Usage::
     await t.publish("topic", b"data")
     await t.stop()
 
-py-libp2p is trio-only; the host, Pubsub and GossipSub live in one dedicated
-trio thread (:mod:`._p2p_host`) bridged to the caller's asyncio loop
-(:mod:`._p2p_bridge`).  Requests travel on direct streams of one libp2p
-protocol (:data:`RPC_PROTOCOL`) in length-prefixed frames with a status byte
-(:mod:`._p2p_frame`).
+py-libp2p is trio-only; the host, Pubsub and GossipSub (:mod:`._p2p_host`) live in one
+trio thread per asyncio loop, shared by every host of that loop and bridged to it
+(:mod:`._p2p_bridge`).  Requests travel on one persistent multiplexed stream per peer
+(``/edgenode/rpc/2``, :mod:`._p2p_channel`), blobs and older peers on a stream per request
+(``/edgenode/rpc/1``), in length-prefixed frames (:mod:`._p2p_frame`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import EdgenodeError, LocalError
 from ..identity import Identity
 from ._errors import NotRunning
-from ._p2p_bridge import TrioThread
+from ._p2p_bridge import Child, SharedTrioThread, TrioThread
 from ._p2p_config import P2PConfig
 from ._p2p_frame import RPC_PROTOCOL
 from ._p2p_host import Counters, LibP2PNode, NodeHooks, NodeSettings, NoHandler, multiaddrs_valid
@@ -120,7 +120,9 @@ class P2PTransport(Transport):
         self._mdns = mdns
         self._quic = quic
         self._counters = Counters()
-        self._bridge = TrioThread(f"edgenode-p2p-{identity.peer_id[-6:]}")
+        self._bridge = TrioThread("edgenode-p2p")  # not started: calls raise NotRunning until start()
+        self._shared: SharedTrioThread | None = None
+        self._child: Child | None = None
         self._node: LibP2PNode | None = None
         self._running = False
         self._stopped = False
@@ -145,12 +147,16 @@ class P2PTransport(Transport):
         )
         hooks = NodeHooks(on_gossip=self._post_gossip, on_peers=self._post_peers, dispatch=self._dispatch_bridged)
         node = LibP2PNode(settings, hooks, self._counters)
+        shared = SharedTrioThread.for_running_loop()
+        self._bridge = await shared.acquire(self._config.start_timeout)
         try:
-            await self._bridge.start(node.run, self._config.start_timeout)
-        except EdgenodeError:
-            raise
-        except Exception as exc:  # whatever py-libp2p raised while starting
+            self._child = await self._bridge.start_child(node.run, self._config.start_timeout)
+        except BaseException as exc:
+            await shared.release(self._config.stop_timeout)
+            if isinstance(exc, EdgenodeError) or not isinstance(exc, Exception):
+                raise
             raise LocalError(f"the libp2p host failed to start: {exc!r}") from exc
+        self._shared = shared
         self._node = node
         self._running = True
         for topic, validator in self._validators.items():
@@ -167,7 +173,11 @@ class P2PTransport(Transport):
         if self._node is not None:
             with contextlib.suppress(NotRunning):  # the network thread already ended: nothing to close
                 await self._bridge.call(self._node.close, self._config.stop_timeout / 2)
-        await self._bridge.stop(self._config.stop_timeout)
+        if self._child is not None:
+            with contextlib.suppress(NotRunning):
+                await self._bridge.stop_child(self._child, self._config.stop_timeout / 2)
+        if self._shared is not None:
+            await self._shared.release(self._config.stop_timeout)
         for subs in self._subs.values():
             for sub in subs:
                 if sub.queue.full():
