@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 
 import pytest
@@ -49,10 +50,13 @@ async def test_a_host_that_fails_to_start_leaves_the_others_running() -> None:
     good = P2PTransport(Identity.generate(), listen=LOOPBACK)
     await good.start()
     try:
-        port = good.listen_addrs[0].split("/")[4]
-        clash = P2PTransport(Identity.generate(), listen=[f"/ip4/127.0.0.1/tcp/{port}"])
-        with pytest.raises(LocalError):  # the port is taken
-            await clash.start()
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            clash = P2PTransport(Identity.generate(), listen=[f"/ip4/127.0.0.1/tcp/{busy.getsockname()[1]}"])
+            with pytest.raises(LocalError, match="cannot listen"):
+                await clash.start()
+            await clash.stop()
         other = P2PTransport(Identity.generate(), listen=LOOPBACK)
         await other.start()
         async with asyncio.timeout(WAIT):
