@@ -22,6 +22,7 @@ __all__ = [
     "NodeSection",
     "SwarmSection",
     "PolicySection",
+    "LedgerSection",
     "TablesSection",
     "load_config",
     "CONFIG_FILE",
@@ -121,6 +122,28 @@ class TablesSection:
 
 
 @dataclass(frozen=True)
+class LedgerSection:
+    """``[ledger]``: what peers may make this node store and send (defaults fit a 1 GB Raspberry Pi)."""
+
+    range_max_bytes: int = 1 << 20
+    """Bytes of entries one ledger-range answer carries at most (always at least one entry)."""
+    witness_max_bytes: int = 16 << 20
+    """Bytes of one witnessed peer's chain stored at most; past it syncing stops and the slot is freed."""
+    witness_idle_s: float = 300.0
+    """A witnessed peer silent this long (no head announced) gives its slot to a new announcer."""
+    payload_open: bool = False
+    """Open mode: keep a task's plaintext input and output in the ledger when its spec asks."""
+    payload_roles: tuple[str, ...] = ("admin",)
+    """Swarm mode: roles whose tasks may keep their plaintext input and output in the ledger."""
+    payload_max_bytes: int = 64 << 10
+    """Largest kept payload entry body; a larger one is not kept."""
+
+    def __post_init__(self) -> None:
+        if min(self.range_max_bytes, self.witness_max_bytes, self.payload_max_bytes) < 0 or self.witness_idle_s < 0:
+            raise LocalError("[ledger] limits must be >= 0")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The whole ``config.toml``."""
 
@@ -132,6 +155,8 @@ class NodeConfig:
     """``[fl]``: federated learning (:mod:`edgenode.fl_config`)."""
     tables: TablesSection = field(default_factory=TablesSection)
     """``[tables]``: bounds on peer-grown tables and caches."""
+    ledger: LedgerSection = field(default_factory=LedgerSection)
+    """``[ledger]``: range answers, replicas of witnessed peers and kept task payloads."""
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -238,4 +263,18 @@ CONFIG_TEMPLATE = """\
 # receipt_bytes = 16777216
 # Clock skew tolerated on a membership certificate's start time (ms).
 # cert_skew_ms = 300000
+
+[ledger]
+# What peers may make this node store and send, sized for a 1 GB Raspberry Pi.
+# Bytes of entries in one ledger-range answer (at least one entry is always sent).
+# range_max_bytes = 1048576
+# Bytes of one witnessed peer's chain kept at most (3 witnesses: 48 MiB); then its slot is freed.
+# witness_max_bytes = 16777216
+# Seconds of silence after which a witnessed peer's slot goes to a new announcer.
+# witness_idle_s = 300.0
+# Keep a task's plaintext input/output in the ledger when its spec asks: open mode (off),
+# swarm mode (members with these roles), and the largest such entry.
+# payload_open = false
+# payload_roles = ["admin"]
+# payload_max_bytes = 65536
 """ + FL_TEMPLATE

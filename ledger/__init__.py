@@ -41,6 +41,7 @@ from ._sqlite import APPLICATION_ID, LEDGER_DB, SCHEMA_VERSION, SqliteLedgerStor
 from ._store import LedgerStore, MemoryLedgerStore
 from ._sync import ApplyResult, SyncPlan, SyncRange, apply_entries, plan_sync, receive_entries
 from ._verify import AuthorStatus, VerifyReport, verify_store
+from ._witness import WitnessTable, entry_size, take_within
 
 __all__ = [
     "APPLICATION_ID",
@@ -72,14 +73,17 @@ __all__ = [
     "SyncPlan",
     "SyncRange",
     "VerifyReport",
+    "WitnessTable",
     "apply_entries",
     "build_entry",
     "decode_entries",
     "encode_entries",
+    "entry_size",
     "find_equivocation",
     "plan_sync",
     "receive_entries",
     "signature_ok",
+    "take_within",
     "verify_body",
     "verify_chain",
     "verify_entry",

@@ -18,7 +18,7 @@ from pathlib import Path
 from ledger import MAX_BODY_BYTES
 
 from .. import wire
-from ..config import TablesSection
+from ..config import LedgerSection, TablesSection
 from ..errors import EdgenodeError, SignatureError
 from ..identity import Identity
 from ..net import Transport
@@ -83,6 +83,7 @@ class Executor:
         guard: SwarmGuard | None = None,
         tables: TablesSection | None = None,
         replay_store: ReplayStore | None = None,
+        ledger: LedgerSection | None = None,
     ) -> None:
         self.signer = signer
         self.transport = transport
@@ -98,6 +99,8 @@ class Executor:
         """Swarm mode: membership, per-peer limits and the local capability policy (None: open mode)."""
         self.tables = tables or TablesSection()
         """Bounds on the replay table, the receipt cache and the size of a spec."""
+        self.ledger = ledger or LedgerSection()
+        """Who may keep a task's plaintext payload in the ledger, and how large (``[ledger]``)."""
         self.replay = ReplayGuard(max_nonce_bytes=self.tables.nonce_max_bytes, max_entries=self.tables.replay_entries)
         self.replay_store: ReplayStore = replay_store or MemoryReplayStore()
         """Keeps the replay table across restarts (an SQLite file in a node's home)."""
@@ -300,7 +303,7 @@ class Executor:
                 )
                 appended = await self.chain.append(RESULT_KIND, wire.to_bytes(record))
                 if spec.policy.get(POLICY_LEDGER_PAYLOAD) == "1":
-                    await self._keep_payload(spec, output)
+                    await self._keep_payload(sender, spec, output)
                 receipt = Receipt(
                     spec.task_id, s_hash, status, exit_code, self._seal_output(env, spec, output), out_hash,
                     stderr, fuel, wall, appended.entry.to_bytes(),
@@ -319,13 +322,33 @@ class Executor:
             else:
                 self.admission.abandoned()
 
-    async def _keep_payload(self, spec: TaskSpec, output: bytes) -> None:
-        """The plaintext input and output into the ledger (the spec asked for it), if they fit an entry."""
+    async def _keep_payload(self, sender: str, spec: TaskSpec, output: bytes) -> None:
+        """The plaintext input and output into the ledger (the spec asked for it), only under a grant
+        (open mode: ``[ledger] payload_open``; swarm mode: a role in ``payload_roles``) and only up to
+        ``payload_max_bytes``; otherwise counted (``payload_not_granted``, ``payload_too_large``)."""
         body = wire.to_bytes(TaskPayload(spec.task_id, spec.input, output))
-        if len(body) > MAX_BODY_BYTES:
-            log.warning("task payload too large for the ledger", extra={"task_id": spec.task_id, "bytes": len(body)})
+        why = self._payload_refusal(sender, len(body))
+        if why is not None:
+            self.counts[why] += 1
+            log.info("task payload not kept", extra={"task_id": spec.task_id, "reason": why, "bytes": len(body)})
             return
         await self.chain.append(PAYLOAD_KIND, body)
+
+    def _payload_refusal(self, sender: str, size: int) -> str | None:
+        rule = self.ledger
+        if self.guard is None:
+            if not rule.payload_open:
+                return "payload_not_granted"
+        else:
+            try:
+                roles = self.guard.check_known(sender).roles
+            except Refused:
+                return "payload_not_granted"
+            if "admin" not in roles and not any(r in rule.payload_roles for r in roles):
+                return "payload_not_granted"
+        if size > min(rule.payload_max_bytes, MAX_BODY_BYTES):
+            return "payload_too_large"
+        return None
 
     async def _execute(
         self, sender: str, spec: TaskSpec, grant: Grant | None = None

@@ -92,8 +92,10 @@ async def test_member_task_is_encrypted_granted_and_hashed(swarm_factory: SwarmF
     record = wire.from_bytes(TaskRecord, stored.body or b"")
     assert record.input_hash == hashlib.sha256(b"secret input").hexdigest()
     assert await node.store.get(node.identity.public_key, vr.entry.seq + 1) is None  # no payload entry
-    # unless the spec asks for it
-    out2 = await sub.submit(req(module, b"keep me", ledger_payload=True))
+    # unless the spec asks for it and the policy grants it ([ledger] payload_roles, default admin)
+    keeper = await sw.client(("submitter", "admin"))
+    keeper.add_module(cat_wasm)
+    out2 = await keeper.submit(req(module, b"keep me", ledger_payload=True))
     node = sw.nodes[0] if sw.nodes[0].peer_id == out2.executor else sw.nodes[1]
     await node.chain.flush()
     seq = out2.receipts[0].entry.seq
