@@ -35,3 +35,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+
+# js-libp2p for the interoperability test (tests/interop), only where npm exists and only
+# when the lockfile is newer than what npm last installed.  Without it that test skips.
+js=tests/interop/js
+if command -v npm >/dev/null &&
+  { [ ! -f "$js/node_modules/.package-lock.json" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; }; then
+  echo "setup: installing js-libp2p into $js/node_modules" >&2
+  if ! npm ci --prefix "$js" --no-audit --no-fund --loglevel=error >/dev/null; then
+    rm -rf "$js/node_modules"
+    echo "setup: warning: npm ci failed; tests/interop will be skipped" >&2
+  fi
+fi
