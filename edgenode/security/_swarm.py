@@ -25,7 +25,7 @@ from typing import Any
 from .. import wire
 from ..errors import DecodeError, EdgenodeError, LocalError, SignatureError
 from ..identity import Identity, public_key_from_peer_id
-from ..net import BlobStore, Handler, NetError, PeerEventKind, Transport, Validator, blob_handler
+from ..net import BlobStore, Handler, NetError, PeerEventKind, RemoteFailure, Transport, Validator, blob_handler
 from ._abuse import AbuseGuard
 from ._errors import PolicyError, Refused
 from ._membership import DEFAULT_CERT_SKEW_MS, Member, MembershipCert, MembershipView, Revocation
@@ -57,6 +57,9 @@ MAX_EVIDENCE = 256
 MAX_PROOF_BYTES = 65_536
 """Largest proof an evidence record may carry (this peer cuts its own to this; longer ones are refused)."""
 DROP_GRACE_S = 0.2
+HANDSHAKE_RETRIES_S = (0.1, 0.3, 1.0)
+"""Pauses before asking again when the peer could not answer a hello yet (two nodes that
+connect while starting ask each other before either serves the membership protocol)."""
 """A refused peer is disconnected this long after the refusal, so the reason reaches it first."""
 
 log = logging.getLogger("edgenode.security")
@@ -297,10 +300,18 @@ class SwarmGuard:
     async def _handshake(self, peer: str) -> Member:
         if self._transport is None:
             raise LocalError("the swarm guard is not started")
-        try:
-            resp = await self._transport.request(peer, MEMBER_PROTOCOL, self._hello(), timeout=HANDSHAKE_TIMEOUT_S)
-        except NetError as exc:
-            raise Refused("no_certificate", f"no membership answer: {exc}") from exc
+        for pause in (*HANDSHAKE_RETRIES_S, None):
+            try:
+                resp = await self._transport.request(
+                    peer, MEMBER_PROTOCOL, self._hello(), timeout=HANDSHAKE_TIMEOUT_S
+                )
+                break
+            except RemoteFailure as exc:  # it answered, but could not serve a hello (yet)
+                if pause is None:
+                    raise Refused("no_certificate", f"no membership answer: {exc}") from exc
+                await asyncio.sleep(pause)
+            except NetError as exc:
+                raise Refused("no_certificate", f"no membership answer: {exc}") from exc
         return self._accept_hello(peer, resp)
 
     def _accept_hello(self, peer: str, data: bytes) -> Member:
