@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from .errors import LocalError
 from .fl_config import FL_TEMPLATE, FLSection
+from .sandbox import SandboxConfig
 
 __all__ = [
     "NodeConfig",
@@ -81,6 +82,10 @@ class PolicySection:
     """Largest output cap a task may ask for."""
     max_fuel: int = 1_000_000_000
     """Most fuel a task may ask for."""
+    max_memory_mb: int = 256
+    """Largest linear memory a task may ask for, in MiB."""
+    max_timeout_ms: int = 30_000
+    """Longest wall-clock time a task may ask for, in milliseconds."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,8 @@ class NodeConfig:
     """``[fl]``: federated learning (:mod:`edgenode.fl_config`)."""
     tables: TablesSection = field(default_factory=TablesSection)
     """``[tables]``: bounds on peer-grown tables and caches."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """``[sandbox]``: the WASM sandbox's limits and ceilings (:class:`edgenode.sandbox.SandboxConfig`)."""
     ledger: LedgerSection = field(default_factory=LedgerSection)
     """``[ledger]``: range answers, replicas of witnessed peers and kept task payloads."""
 
@@ -243,8 +250,11 @@ CONFIG_TEMPLATE = """\
 # allowed_models = []
 # Read-only directories exported to tasks, as "NAME=PATH".
 # data_dirs = []
+# Largest limits a member's task may ask for (asking for more is refused).
 # max_output_bytes = 1048576
 # max_fuel = 1000000000
+# max_memory_mb = 256
+# max_timeout_ms = 30000
 
 [tables]
 # Bounds on what peers can make the node remember (sized for a 1 GB Raspberry Pi).
@@ -263,6 +273,27 @@ CONFIG_TEMPLATE = """\
 # receipt_bytes = 16777216
 # Clock skew tolerated on a membership certificate's start time (ms).
 # cert_skew_ms = 300000
+
+[sandbox]
+# Limits of untrusted WASM tasks (docs/sandbox.md), sized for a 1 GB Raspberry Pi.
+# A task's own limits are clamped to these ceilings; receipts report what it ran under.
+# max_memory_mb = 256
+# max_timeout_ms = 30000
+# max_output_bytes = 1048576
+# max_fuel = 10000000000
+# Limits a task gets when its spec names none.
+# memory_mb = 64
+# timeout_ms = 10000
+# fuel = 2000000000
+# Modules: largest module and largest single function compiled; compile time and memory limits.
+# max_module_bytes = 8388608
+# max_function_bytes = 262144
+# compile_timeout_ms = 10000
+# compile_memory_mb = 384
+# Disk space of precompiled modules (<home>/cache), least recently used evicted first.
+# cache_quota_mb = 256
+# Cranelift optimisation: "speed", "speed_and_size" or "none" (compiles faster, runs slower).
+# cranelift_opt_level = "speed"
 
 [ledger]
 # What peers may make this node store and send, sized for a 1 GB Raspberry Pi.

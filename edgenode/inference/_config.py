@@ -17,7 +17,9 @@ class InferenceConfig:
     """onnxruntime intra-op threads per session (1 suits a Pi running several tasks)."""
     providers: tuple[str, ...] = ()
     """Execution providers to use, best first; empty picks the best the installed onnxruntime offers."""
+    max_store_mb: int = 256
+    """Disk space of stored models, in MiB; past it the least recently used models no alias names are deleted."""
 
     def __post_init__(self) -> None:
-        if self.max_sessions < 1 or self.threads < 0:
+        if self.max_store_mb < 1 or self.max_sessions < 1 or self.threads < 0:
             raise ValueError(f"bad inference settings: {self}")

@@ -1,9 +1,17 @@
-"""The model registry: ONNX models by sha256 under the node home, served by onnxruntime."""
+"""The model registry: ONNX models by sha256 under the node home, served by onnxruntime.
+
+Only a sha256 hex digest names a model file; files are written atomically (temp file,
+fsync, rename, fsync of the directory), the store is kept under a byte quota (least
+recently used models that no alias names go first), and an aliases file that a power cut
+or a hand edit left unreadable is set aside with a warning: the node starts with no aliases.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -23,6 +31,8 @@ from ._signature import ONNX_DTYPES, ModelInfo, TensorSpec, check_inputs, tensor
 
 __all__ = ["ModelRegistry", "MODELS_DIR", "is_model_hash"]
 
+log = logging.getLogger("edgenode.inference")
+
 MODELS_DIR = "models"
 """The registry's directory inside a node home."""
 _ALIASES = "aliases.json"
@@ -33,6 +43,36 @@ _ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 def is_model_hash(ref: str) -> bool:
     """True when ``ref`` looks like a sha256 hex digest."""
     return _HASH_RE.fullmatch(ref) is not None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems do not open directories; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # advisory on some filesystems
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a power cut leaves the old bytes or the new ones."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -64,14 +104,22 @@ class ModelRegistry:
         max_sessions: int = 8,
         providers: Sequence[str] | None = None,
         threads: int = 1,
+        max_store_bytes: int = 256 << 20,
     ) -> None:
         """``root_dir`` is created if missing; ``providers`` defaults to the best that onnxruntime offers;
-        ``threads`` is onnxruntime's intra-op thread count per session (1 suits a Pi and many slots)."""
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
+        ``threads`` is onnxruntime's intra-op thread count per session (1 suits a Pi and many slots);
+        ``max_store_bytes`` bounds the stored models (least recently used unaliased ones are deleted)."""
+        if max_sessions < 1 or max_store_bytes < 1:
+            raise ValueError("max_sessions and max_store_bytes must be at least 1")
         self.root = Path(root_dir)
         self.root.mkdir(parents=True, exist_ok=True)
+        for part in self.root.glob(".*.part"):
+            with contextlib.suppress(OSError):
+                part.unlink()  # a write cut short by a crash
         self.max_sessions = max_sessions
+        self.max_store_bytes = max_store_bytes
+        self._uses = 0
+        self._last_use: dict[str, int] = {}  # model -> use counter in this process (orders ties in mtime)
         self._providers = list(providers) if providers is not None else choose_providers(ort.get_available_providers())
         self._threads = threads
         self._lock = threading.RLock()
@@ -82,7 +130,8 @@ class ModelRegistry:
     def from_config(cls, root_dir: Path, config: InferenceConfig) -> ModelRegistry:
         """A registry under ``root_dir`` with the ``[inference]`` settings."""
         return cls(
-            root_dir, max_sessions=config.max_sessions, providers=config.providers or None, threads=config.threads
+            root_dir, max_sessions=config.max_sessions, providers=config.providers or None, threads=config.threads,
+            max_store_bytes=config.max_store_mb << 20,
         )
 
     # -- what is here -------------------------------------------------------------------
@@ -93,7 +142,9 @@ class ModelRegistry:
         return tuple(self._providers)
 
     def path(self, model_hash: str) -> Path:
-        """Where the model with this hash lives (whether or not it exists)."""
+        """Where the model with this hash lives (whether or not it exists); ``UnknownModel`` for a non-hash."""
+        if not is_model_hash(model_hash):
+            raise UnknownModel(f"not a model hash: {model_hash[:80]!r}")
         return self.root / f"{model_hash}.onnx"
 
     def has(self, ref: str) -> bool:
@@ -149,12 +200,53 @@ class ModelRegistry:
         if self.path(h).is_file():
             return h
         loaded = self._load(data, h)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.path(h))
+        try:
+            _write_atomic(self.path(h), data)
+        except OSError as exc:
+            raise InferenceFailed(f"cannot store model {h[:12]}: {exc.strerror}") from exc
         self._remember(h, loaded)
+        self._touch(h)
+        self._evict(keep=h)
         return h
+
+    def _touch(self, h: str) -> None:
+        with self._lock:
+            self._uses += 1
+            self._last_use[h] = self._uses
+
+    def store_bytes(self) -> int:
+        """Bytes the stored models take."""
+        return sum(t[3] for t in self._stored())
+
+    def _stored(self) -> tuple[tuple[float, int, str, int], ...]:
+        """(last use, use counter, hash, bytes) of every stored model, least recently used first."""
+        out = []
+        for p in self.root.glob("*.onnx"):
+            if not is_model_hash(p.stem):
+                continue
+            with contextlib.suppress(OSError):  # vanished meanwhile
+                st = p.stat()
+                out.append((st.st_mtime, self._last_use.get(p.stem, 0), p.stem, st.st_size))
+        return tuple(sorted(out, key=lambda t: (t[1], t[0], t[2]) if t[1] else (0, t[0], t[2])))
+
+    def _evict(self, keep: str) -> None:
+        """Delete least recently used models no alias names until the store fits its quota."""
+        stored = self._stored()
+        total = sum(t[3] for t in stored)
+        with self._lock:
+            named = set(self._aliases.values())
+        for _, _, h, size in stored:
+            if total <= self.max_store_bytes:
+                return
+            if h == keep or h in named:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                self.path(h).unlink()
+            with self._lock:
+                self._sessions.pop(h, None)
+                self._last_use.pop(h, None)
+            total -= size
+            log.info("model evicted from the store (quota)", extra={"model": h[:16], "bytes": size})
 
     def set_alias(self, name: str, ref: str) -> str:
         """Point the alias ``name`` at the model ``ref`` (hash or alias); returns the hash. Persisted."""
@@ -223,11 +315,16 @@ class ModelRegistry:
             loaded = self._sessions.get(h)
             if loaded is not None:
                 self._sessions.move_to_end(h)
+                self._uses += 1
+                self._last_use[h] = self._uses
                 return loaded
         try:
             data = self.path(h).read_bytes()
         except OSError as exc:
             raise UnknownModel(f"model {h} vanished from {self.root}") from exc
+        with contextlib.suppress(OSError):
+            os.utime(self.path(h))  # least recently used order for the store quota, across restarts
+        self._touch(h)
         if hashlib.sha256(data).hexdigest() != h:
             raise InvalidModel(f"model file {self.path(h)} does not match its hash")
         loaded = self._load(data, h)
@@ -240,19 +337,29 @@ class ModelRegistry:
             return len(self._sessions)
 
     def _read_aliases(self) -> dict[str, str]:
+        """The aliases file; one that is empty or unreadable is moved aside (``aliases.json.bad``), never fatal."""
         path = self.root / _ALIASES
-        if not path.exists():
-            return {}
         try:
-            table = json.loads(path.read_text())
+            table = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {}
         except (OSError, ValueError) as exc:
-            raise InferenceInputError(f"{path}: unreadable aliases file: {exc}") from exc
+            table = exc
         if not isinstance(table, dict):
-            raise InferenceInputError(f"{path}: aliases file is not a JSON object")
-        return {str(k): str(v) for k, v in table.items() if isinstance(v, str) and is_model_hash(v)}
+            why = str(table) if isinstance(table, Exception) else "not a JSON object"
+            log.warning("aliases file unreadable; set aside, starting with no aliases",
+                        extra={"path": str(path), "error": why[:200]})
+            with contextlib.suppress(OSError):
+                os.replace(path, path.with_name(_ALIASES + ".bad"))
+            return {}
+        return {
+            k: v for k, v in table.items()
+            if isinstance(k, str) and _ALIAS_RE.fullmatch(k) and isinstance(v, str) and is_model_hash(v)
+        }
 
     def _write_aliases(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._aliases, f, sort_keys=True, indent=1)
-        os.replace(tmp, self.root / _ALIASES)
+        data = json.dumps(self._aliases, sort_keys=True, indent=1).encode()
+        try:
+            _write_atomic(self.root / _ALIASES, data)
+        except OSError as exc:
+            raise InferenceFailed(f"cannot write {self.root / _ALIASES}: {exc.strerror}") from exc

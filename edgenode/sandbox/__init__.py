@@ -1,7 +1,8 @@
 """The WASM sandbox: untrusted WASI tasks in wasmtime under hard limits, with a host API for models."""
 
+from ._cache import is_sha256_hex as is_module_hash
 from ._classify import Outcome, classify
-from ._errors import InvalidModule, SandboxClosed, SandboxError, UnknownModule
+from ._errors import CompileTimeout, InvalidModule, SandboxClosed, SandboxError, UnknownModule
 from ._host import (
     ERR_BOUNDS,
     ERR_FAILED,
@@ -15,6 +16,7 @@ from ._types import HostModels, Limits, RunResult, SandboxConfig, Status, TaskIO
 
 __all__ = [
     "Sandbox",
+    "is_module_hash",
     "PreparedRun",
     "SandboxConfig",
     "Limits",
@@ -26,6 +28,7 @@ __all__ = [
     "classify",
     "SandboxError",
     "InvalidModule",
+    "CompileTimeout",
     "UnknownModule",
     "SandboxClosed",
     "HOST_MODULE",

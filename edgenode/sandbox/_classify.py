@@ -25,20 +25,25 @@ class Outcome:
     """Why instantiation failed, if it did."""
     memory_refused: bool = False
     """Instantiation failed because the module's memory is over the cap."""
+    deadline_hit: bool = False
+    """The wall-clock deadline passed inside a host call (a WASI sleep, a model call) and the task was stopped."""
 
 
 def classify(o: Outcome) -> tuple[Status, int, str | None]:
     """``(status, exit_code, trap)`` for an outcome; exit code -1 when the task did not exit.
 
-    Order matters: the output cap first (the adapter stops a flooding task by draining its
-    fuel), then fuel and deadline, then memory exhaustion (a task that fails while its memory
-    is at the cap failed because of the cap), then plain exits and traps.
+    Order matters: the output cap first and a deadline seen in a host call next (the adapter
+    stops such a task by draining its fuel), then fuel and deadline, then memory exhaustion
+    (a task that fails while its memory is at the cap failed because of the cap), then plain
+    exits and traps.
     """
     if o.instantiate_error is not None:
         status = Status.MEMORY_LIMIT if o.memory_refused else Status.INVALID_MODULE
         return status, -1, o.instantiate_error
     if o.output_over:
         return Status.OUTPUT_LIMIT, -1, "output cap reached"
+    if o.deadline_hit:
+        return Status.DEADLINE, -1, "deadline"
     if o.trap_kind == "out_of_fuel":
         return Status.OUT_OF_FUEL, -1, "out_of_fuel"
     if o.trap_kind == "interrupt":

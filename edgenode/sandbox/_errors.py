@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..errors import EdgenodeError, LocalError, RemoteError
+from ._types import Status
 
-__all__ = ["SandboxError", "InvalidModule", "UnknownModule", "SandboxClosed"]
+__all__ = ["SandboxError", "InvalidModule", "CompileTimeout", "UnknownModule", "SandboxClosed"]
 
 
 class SandboxError(EdgenodeError):
@@ -14,8 +15,17 @@ class SandboxError(EdgenodeError):
 class InvalidModule(SandboxError, RemoteError):
     """Module bytes that are not valid WebAssembly, or not a WASI command (no ``_start``).
 
-    A remote fault: module bytes normally come from a peer.
+    A remote fault: module bytes normally come from a peer. ``status`` is the run status a
+    task that names this module ends with.
     """
+
+    status: Status = Status.INVALID_MODULE
+
+
+class CompileTimeout(InvalidModule):
+    """Compiling the module took longer than the node's limit; the compiler was killed."""
+
+    status: Status = Status.COMPILE_TIMEOUT
 
 
 class UnknownModule(SandboxError, LocalError):

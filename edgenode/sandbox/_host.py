@@ -12,9 +12,11 @@ ABI (see docs/task-abi.md and examples/tasks/include/edgenode.h)::
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import wasmtime as wt
@@ -59,6 +61,32 @@ class HostCtx:
     calls: int = 0
     memory: wt.Memory | None = None
     """The task's exported memory, looked up on the first call (a name lookup costs microseconds)."""
+    deadline: float = math.inf
+    """``time.monotonic()`` instant the task must end by; host calls check it (WASI sleeps stop there)."""
+    origin_ns: int = field(default_factory=time.monotonic_ns)
+    """Zero of the task's monotonic clock."""
+    wake: threading.Event | None = None
+    """Set when the sandbox closes: cuts host-side sleeps short."""
+    on_deadline: Callable[[], None] | None = None
+    """Stops the task (drains its fuel) once its deadline passed inside a host call."""
+    deadline_hit: bool = False
+    """The deadline passed while the task was in a host call."""
+
+    def expire(self) -> None:
+        """Mark the deadline as passed and stop the task (once)."""
+        if not self.deadline_hit:
+            self.deadline_hit = True
+            if self.on_deadline is not None:
+                self.on_deadline()
+
+    def past_deadline(self) -> bool:
+        """True (and the task is stopped) when the deadline has passed."""
+        if self.deadline_hit:
+            return True
+        if time.monotonic() >= self.deadline:
+            self.expire()
+            return True
+        return False
 
 
 _state = threading.local()
@@ -88,6 +116,8 @@ def _infer(caller: Any, slot: int, in_ptr: int, in_len: int, out_ptr: int, out_c
     ctx = current()
     if ctx is None or ctx.registry is None or not 0 <= slot < len(ctx.models):
         return ERR_NO_MODEL
+    if ctx.past_deadline():
+        return ERR_FAILED
     mem = ctx.memory
     if mem is None:
         mem = ctx.memory = _memory(caller)
@@ -109,6 +139,8 @@ def _infer(caller: Any, slot: int, in_ptr: int, in_len: int, out_ptr: int, out_c
         return ERR_INPUT
     except EdgenodeError:
         return ERR_FAILED
+    if ctx.past_deadline():
+        return ERR_FAILED  # the model ran past the task's deadline: the task stops on return
     if len(out) > out_cap:
         return ERR_OUTPUT_TOO_SMALL
     if out:

@@ -1,29 +1,39 @@
 """The wasmtime adapter: one engine, precompiled modules by sha256, limited runs.
 
 No wasmtime exception leaves this module: runs end in a ``RunResult``; bad module bytes
-raise ``InvalidModule``.
+raise ``InvalidModule`` (``CompileTimeout`` when compiling them takes too long).
+
+Peer input is hostile: a module name must be a sha256 hex digest before it names a file,
+only precompiled files this node sealed are loaded, module and function sizes are bounded
+before compiling, larger modules compile in a child process under a time and memory
+limit, and a task's limits are clamped to the node's ceilings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import wasmtime as wt
 
 from ..errors import LocalError
+from ._cache import ModuleCache, is_sha256_hex
 from ._classify import Outcome, classify
+from ._clock import define_wasi_time
+from ._compile import compile_in_child
+from ._compile_worker import engine_config
 from ._errors import InvalidModule, SandboxClosed, UnknownModule
 from ._host import HOST_FUNCS, HOST_MODULE, HostCtx, define_host, set_current
+from ._scan import scan_module
 from ._types import HostModels, Limits, RunResult, SandboxConfig, TaskIO
 from ._wasi import OutputSink, make_wasi
 
@@ -33,6 +43,8 @@ _WASI_MODULE = "wasi_snapshot_preview1"
 _PAGE = 65536
 _MAX_CACHED_MODULES = 256
 
+log = logging.getLogger("edgenode.sandbox")
+
 
 @dataclass
 class _Compiled:
@@ -41,15 +53,15 @@ class _Compiled:
     problem: str | None
 
 
-def _engine_config(cfg: SandboxConfig) -> wt.Config:
-    c = wt.Config()
-    c.consume_fuel = True
-    c.epoch_interruption = True
-    c.memory_reservation = cfg.memory_reservation_kb << 10
-    c.memory_guard_size = cfg.memory_guard_kb << 10
-    c.memory_reservation_for_growth = cfg.memory_growth_reservation_kb << 10
-    c.max_wasm_stack = cfg.max_wasm_stack_kb << 10
-    return c
+def _engine_settings(cfg: SandboxConfig) -> dict[str, Any]:
+    """The engine settings, as the compiler child process receives them (one source for both engines)."""
+    return {
+        "memory_reservation": cfg.memory_reservation_kb << 10,
+        "memory_guard_size": cfg.memory_guard_kb << 10,
+        "memory_reservation_for_growth": cfg.memory_growth_reservation_kb << 10,
+        "max_wasm_stack": cfg.max_wasm_stack_kb << 10,
+        "cranelift_opt_level": cfg.cranelift_opt_level,
+    }
 
 
 def _fingerprint(cfg: SandboxConfig) -> str:
@@ -59,6 +71,8 @@ def _fingerprint(cfg: SandboxConfig) -> str:
         f"res={cfg.memory_reservation_kb};guard={cfg.memory_guard_kb};grow={cfg.memory_growth_reservation_kb};"
         f"stack={cfg.max_wasm_stack_kb}"
     )
+    if cfg.cranelift_opt_level != "speed":
+        key += f";opt={cfg.cranelift_opt_level}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -87,7 +101,7 @@ class PreparedRun:
         self._early = outcome
         self._setup_ms = setup_ms
         self._done = False
-        self._over_fuel: int | None = None
+        self._stopped_fuel: int | None = None
 
     @property
     def failed(self) -> str | None:
@@ -108,6 +122,7 @@ class PreparedRun:
             return self._result(Outcome(instantiate_error="no _start export"), 0, 0.0)
         ticks = math.ceil(self._limits.timeout_ms / self._sandbox.config.epoch_tick_ms) + 1
         store.set_epoch_deadline(ticks)
+        self._ctx.deadline = time.monotonic() + self._limits.timeout_ms / 1000.0
         set_current(self._ctx)
         t0 = clock()
         try:
@@ -129,24 +144,28 @@ class PreparedRun:
             trap_kind=outcome.trap_kind,
             output_over=self._sink.over,
             memory_at_cap=failed and self._memory_at_cap(),
+            deadline_hit=self._ctx.deadline_hit,
         )
         return self._result(outcome, self._fuel_used(), wall)
 
     def _fuel_used(self) -> int:
-        if self._sink.over and self._over_fuel is not None:
-            return self._over_fuel
+        if self._stopped_fuel is not None:
+            return self._stopped_fuel
         try:
             return self._limits.fuel - self._store.get_fuel()
         except wt.WasmtimeError:
             return self._limits.fuel
 
-    def _drain_fuel(self) -> None:
-        # Called from the output sink while the task is inside fd_write: stop it at once.
+    def _stop_now(self) -> None:
+        # Called from a host call on the task's thread (the output sink inside fd_write, a WASI
+        # sleep past the deadline): drain the fuel, so the task stops at its next instruction.
+        if self._stopped_fuel is not None:
+            return
         try:
-            self._over_fuel = self._limits.fuel - self._store.get_fuel()
+            self._stopped_fuel = self._limits.fuel - self._store.get_fuel()
             self._store.set_fuel(0)
         except wt.WasmtimeError:
-            self._over_fuel = None
+            self._stopped_fuel = None
 
     def _memory_at_cap(self) -> bool:
         if self._instance is None:
@@ -169,6 +188,7 @@ class PreparedRun:
             wall_ms=self._setup_ms + wall_ms,
             trap=trap,
             module_hash=self.module_hash,
+            limits=self._limits,
         )
 
 
@@ -192,19 +212,18 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.models = models
         self.clock = clock
-        self.engine = wt.Engine(_engine_config(self.config))
+        self._settings = _engine_settings(self.config)
+        self.engine = wt.Engine(engine_config(self._settings))
         self._linker = wt.Linker(self.engine)
         self._linker.define_wasi()
+        define_wasi_time(self._linker)
         define_host(self._linker)
         self._lock = threading.Lock()
         self._modules: OrderedDict[str, _Compiled] = OrderedDict()
-        self._cache_dir: Path | None = None
+        self._disk: ModuleCache | None = None
         if self.config.cache_dir is not None:
-            self._cache_dir = Path(self.config.cache_dir) / _fingerprint(self.config)
-            try:
-                self._cache_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise LocalError(f"cannot create sandbox cache {self._cache_dir}: {exc.strerror}") from exc
+            root = Path(self.config.cache_dir)
+            self._disk = ModuleCache(root / _fingerprint(self.config), root, self.config.cache_quota_mb << 20)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="edgenode-epoch", daemon=True)
         self._ticker.start()
@@ -222,7 +241,7 @@ class Sandbox:
                 epoch += 1
 
     def close(self) -> None:
-        """Stop the epoch ticker and drop compiled modules. Runs in flight still end (fuel)."""
+        """Stop the epoch ticker and drop compiled modules. Runs in flight still end (fuel; sleeps are cut short)."""
         self._stop.set()
         if self._ticker is not threading.current_thread():
             self._ticker.join(timeout=5)
@@ -240,9 +259,10 @@ class Sandbox:
     def compile(self, module_bytes: bytes) -> str:
         """Validate and compile a module (or load its precompiled form); return its sha256 hex.
 
-        Raises ``InvalidModule`` for bytes that are not WebAssembly. A module that is valid
-        WebAssembly but not a runnable task (no ``_start``, a forbidden import) compiles, and
-        its runs end with status ``invalid_module``.
+        Raises ``InvalidModule`` for bytes that are not WebAssembly or are over the node's
+        module or function size limits, and ``CompileTimeout`` when compiling takes longer
+        than ``compile_timeout_ms``. A module that is valid WebAssembly but not a runnable
+        task (no ``_start``, a forbidden import) compiles, and its runs end ``invalid_module``.
         """
         if self._stop.is_set():
             raise SandboxClosed("sandbox is closed")
@@ -251,17 +271,42 @@ class Sandbox:
             if h in self._modules:
                 self._modules.move_to_end(h)
                 return h
-        if not module_bytes.startswith(b"\0asm"):
-            raise InvalidModule("not a WebAssembly binary (no \\0asm magic)")
+        cfg = self.config
+        if len(module_bytes) > cfg.max_module_bytes:
+            raise InvalidModule(
+                f"module is {len(module_bytes)} bytes, over this node's limit of {cfg.max_module_bytes}"
+            )
+        shape = scan_module(module_bytes)
+        if shape.largest_body > cfg.max_function_bytes:
+            raise InvalidModule(
+                f"a function body is {shape.largest_body} bytes, over this node's limit of {cfg.max_function_bytes}"
+            )
         module = self._load_cached(h)
         if module is None:
+            module = self._compile_new(h, module_bytes)
+        self._remember(h, self._check(module))
+        return h
+
+    def _compile_new(self, h: str, module_bytes: bytes) -> wt.Module:
+        cfg = self.config
+        if len(module_bytes) <= cfg.inline_compile_bytes:
             try:
                 module = wt.Module(self.engine, module_bytes)
             except (wt.WasmtimeError, ValueError, TypeError) as exc:
-                raise InvalidModule(f"not a valid WebAssembly module: {str(exc).splitlines()[0][:200]}") from exc
-            self._store_cached(h, module)
-        self._remember(h, self._check(module))
-        return h
+                raise InvalidModule(f"not a valid WebAssembly module: {_first_line(exc)}") from exc
+            if self._disk is not None:
+                self._disk.store(h, bytes(module.serialize()))
+            return module
+        payload = compile_in_child(
+            module_bytes, self._settings, timeout_s=cfg.compile_timeout_ms / 1000.0, memory_mb=cfg.compile_memory_mb
+        )
+        try:
+            module = wt.Module.deserialize(self.engine, payload)
+        except wt.WasmtimeError as exc:
+            raise LocalError(f"the compiler process returned unusable code: {_first_line(exc)}") from exc
+        if self._disk is not None:
+            self._disk.store(h, payload)
+        return module
 
     def compile_file(self, path: Path) -> str:
         """``compile`` the bytes of a file; an unreadable file is a ``LocalError``."""
@@ -272,43 +317,38 @@ class Sandbox:
         return self.compile(data)
 
     def has_module(self, module_hash: str) -> bool:
-        """True when ``run`` can start this module without its bytes (compiled in memory or on disk)."""
+        """True when ``run`` can start this module without its bytes (compiled in memory, or on disk).
+
+        Any name that is not a sha256 hex digest is simply not here. A disk file's seal is
+        checked when it is loaded (a file that fails it is deleted: ``UnknownModule``).
+        """
+        if not is_sha256_hex(module_hash):
+            return False
         with self._lock:
             if module_hash in self._modules:
                 return True
-        path = self._cache_path(module_hash)
-        return path is not None and path.is_file()
+        return self._disk is not None and self._disk.has(module_hash)  # no I/O: callers may be event loops
 
     def forget(self, module_hash: str) -> None:
         """Drop a module from memory (its precompiled file on disk stays; the next run loads it)."""
         with self._lock:
             self._modules.pop(module_hash, None)
 
-    def _cache_path(self, h: str) -> Path | None:
-        if self._cache_dir is None or len(h) != 64:
-            return None
-        return self._cache_dir / f"{h}.cwasm"
+    def cache_bytes(self) -> int:
+        """Bytes the precompiled modules take on disk (0 without a cache directory)."""
+        return 0 if self._disk is None else self._disk.usage_bytes()
 
     def _load_cached(self, h: str) -> wt.Module | None:
-        path = self._cache_path(h)
-        if path is None or not path.is_file():
+        if self._disk is None:
+            return None
+        payload = self._disk.load(h)  # only files this node sealed; never a name that is not a hash
+        if payload is None:
             return None
         try:
-            return wt.Module.deserialize_file(self.engine, str(path))
+            return wt.Module.deserialize(self.engine, payload)
         except wt.WasmtimeError:
-            return None  # stale or foreign file: recompile and overwrite
-
-    def _store_cached(self, h: str, module: wt.Module) -> None:
-        path = self._cache_path(h)
-        if path is None:
-            return
-        try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(module.serialize())
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise LocalError(f"cannot write {path}: {exc.strerror}") from exc
+            self._disk.discard(h)  # sealed by this node for another engine build: recompile
+            return None
 
     def _check(self, module: wt.Module) -> _Compiled:
         for imp in module.imports:
@@ -322,7 +362,7 @@ class Sandbox:
         try:
             pre = self._linker.instantiate_pre(module)
         except wt.WasmtimeError as exc:
-            return _Compiled(module, None, f"cannot link: {str(exc).splitlines()[0][:200]}")
+            return _Compiled(module, None, f"cannot link: {_first_line(exc)}")
         return _Compiled(module, pre, None)
 
     def _remember(self, h: str, compiled: _Compiled) -> None:
@@ -333,6 +373,8 @@ class Sandbox:
                 self._modules.popitem(last=False)
 
     def _get(self, h: str) -> _Compiled:
+        if not is_sha256_hex(h):
+            raise UnknownModule(f"not a module hash: {h[:80]!r}")
         with self._lock:
             compiled = self._modules.get(h)
             if compiled is not None:
@@ -350,18 +392,20 @@ class Sandbox:
     def prepare(self, module_hash: str, io: TaskIO | None = None, limits: Limits | None = None) -> PreparedRun:
         """Instantiate a task (store, WASI, limits) without starting it.
 
-        Raises ``UnknownModule`` for a hash never compiled, and the model registry's
-        ``InferenceError`` when ``io.models`` names a model it does not hold.
+        ``limits`` are clamped to the node's ceilings (``SandboxConfig.max_*``); the result
+        records what the task ran under. Raises ``UnknownModule`` for a hash never compiled
+        (or a name that is not a hash), and the model registry's ``InferenceError`` when
+        ``io.models`` names a model it does not hold.
         """
         if self._stop.is_set():
             raise SandboxClosed("sandbox is closed")
         io = io or TaskIO()
-        limits = limits or self.config.default_limits()
+        limits = self.config.clamp(limits or self.config.default_limits())
         compiled = self._get(module_hash)
         models = tuple(self.models.resolve(m) for m in io.models) if (io.models and self.models) else io.models
-        ctx = HostCtx(models=models, registry=self.models)
         t0 = self.clock()
         store = wt.Store(self.engine)
+        ctx = HostCtx(models=models, registry=self.models, wake=self._stop, on_deadline=lambda: store.set_fuel(0))
         store.set_limits(
             memory_size=limits.memory_mb << 20,
             table_elements=self.config.max_table_elements,
@@ -370,9 +414,8 @@ class Sandbox:
             memories=self.config.max_memories,
         )
         store.set_fuel(limits.fuel)
-        store.set_epoch_deadline(1 << 40)  # armed for real by start()
         holder: list[PreparedRun] = []
-        sink = OutputSink(limits.max_output_bytes, lambda: holder[0]._drain_fuel())
+        sink = OutputSink(limits.max_output_bytes, lambda: holder[0]._stop_now() if holder else store.set_fuel(0))
         if compiled.problem is not None or compiled.pre is None:
             run = PreparedRun(
                 self, module_hash, store, None, sink, ctx, limits, Outcome(instantiate_error=compiled.problem), 0.0
@@ -385,21 +428,34 @@ class Sandbox:
             raise LocalError(f"cannot grant {io.readonly_dir}: {exc}") from exc
         instance: wt.Instance | None = None
         early: Outcome | None = None
+        # A start function runs now: it gets the task's deadline too (epoch and host calls), then start() re-arms.
+        store.set_epoch_deadline(math.ceil(limits.timeout_ms / self.config.epoch_tick_ms) + 1)
+        ctx.deadline = time.monotonic() + limits.timeout_ms / 1000.0
         set_current(ctx)
         try:
             instance = compiled.pre.instantiate(store)
         except wt.Trap as exc:
             code = exc.trap_code
-            early = Outcome(instantiate_error=f"start function trapped: {code.name.lower() if code else exc.message}")
+            if ctx.deadline_hit or (code is not None and code.name.lower() == "interrupt"):
+                early = Outcome(deadline_hit=True)
+            else:
+                why = code.name.lower() if code else exc.message
+                early = Outcome(instantiate_error=f"start function trapped: {why}")
         except wt.WasmtimeError as exc:
-            msg = str(exc).splitlines()[0][:200]
+            msg = _first_line(exc)
             early = Outcome(instantiate_error=msg, memory_refused="limit" in msg or "memory" in msg)
         finally:
             set_current(None)
+        store.set_epoch_deadline(1 << 40)  # armed for real by start()
         run = PreparedRun(self, module_hash, store, instance, sink, ctx, limits, early, (self.clock() - t0) * 1000.0)
+        ctx.on_deadline = run._stop_now
         holder.append(run)
         return run
 
     def run(self, module_hash: str, io: TaskIO | None = None, limits: Limits | None = None) -> RunResult:
         """Instantiate and run a compiled task to completion; never raises for what the task does."""
         return self.prepare(module_hash, io, limits).start()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -17,7 +17,8 @@ class Limits:
     fuel: int = 2_000_000_000
     """WASM fuel (about one unit per instruction); the task stops with ``out_of_fuel`` past it."""
     timeout_ms: int = 10_000
-    """Wall-clock deadline in milliseconds (epoch interruption); ``deadline`` past it."""
+    """Wall-clock deadline in milliseconds, time in host calls (WASI sleeps, model calls) included;
+    ``deadline`` past it."""
     memory_mb: int = 64
     """Cap on the task's linear memory in MiB; growth past it fails (``memory_limit``)."""
     max_output_bytes: int = 1 << 20
@@ -30,7 +31,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """``[sandbox]``: the engine-wide settings and the default per-task limits (Pi-sized)."""
+    """``[sandbox]``: the engine-wide settings, the default per-task limits and the node's ceilings (Pi-sized).
+
+    A task's limits (from its spec) are clamped to the ``max_*`` ceilings before it runs;
+    ``RunResult.limits`` records the limits it actually ran under.
+    """
 
     fuel: int = 2_000_000_000
     """Default fuel of a task that does not ask for less."""
@@ -39,7 +44,28 @@ class SandboxConfig:
     memory_mb: int = 64
     """Default linear-memory cap of a task, in MiB."""
     max_output_bytes: int = 1 << 20
-    """Default cap on a task's stdout plus stderr bytes."""
+    """Largest stdout plus stderr a task may produce (also the cap of a task that names none)."""
+    max_fuel: int = 10_000_000_000
+    """Most fuel any task gets, whatever its spec asks."""
+    max_timeout_ms: int = 30_000
+    """Longest wall-clock deadline any task gets, in milliseconds (time in host calls counts)."""
+    max_memory_mb: int = 256
+    """Largest linear memory any task gets, in MiB."""
+    max_module_bytes: int = 8 << 20
+    """Largest module the sandbox compiles; bigger ones are ``invalid_module``."""
+    max_function_bytes: int = 256 << 10
+    """Largest single function body the sandbox compiles (compile time grows faster than its size)."""
+    compile_timeout_ms: int = 10_000
+    """Wall-clock limit of compiling one module; past it the compiler is killed (``compile_timeout``)."""
+    compile_memory_mb: int = 384
+    """Address-space limit of the compiler process, in MiB; a compile that needs more is ``invalid_module``."""
+    inline_compile_bytes: int = 16 << 10
+    """Modules up to this size compile in the node's process (bounded by their size); larger ones in a
+    child process under ``compile_timeout_ms`` and ``compile_memory_mb``. 0 sends every module there."""
+    cranelift_opt_level: str = "speed"
+    """Cranelift optimisation: ``speed``, ``speed_and_size`` or ``none`` (compiles about 2x faster, runs slower)."""
+    cache_quota_mb: int = 256
+    """Disk space of the precompiled-module cache, in MiB; least recently used modules are evicted past it."""
     max_instances: int = 4
     """Instances a task's store may create (a WASI command needs one)."""
     max_tables: int = 4
@@ -59,19 +85,35 @@ class SandboxConfig:
     memory_growth_reservation_kb: int = 64
     """Extra address space reserved for growth, in KiB."""
     cache_dir: Path | None = None
-    """Directory of precompiled modules (``<sha256>.cwasm``); ``None`` keeps them in memory only."""
+    """Directory of precompiled modules (``<sha256>.cwasm``, sealed); ``None`` keeps them in memory only."""
 
     def __post_init__(self) -> None:
         if self.cache_dir is not None and not isinstance(self.cache_dir, Path):
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))  # TOML gives a string
         if self.epoch_tick_ms <= 0 or self.max_instances <= 0 or self.max_memories <= 0:
             raise ValueError(f"sandbox settings must be positive: {self}")
+        ceilings = (self.max_fuel, self.max_timeout_ms, self.max_memory_mb, self.max_module_bytes,
+                    self.max_function_bytes, self.compile_timeout_ms, self.compile_memory_mb, self.cache_quota_mb)
+        if min(ceilings) <= 0 or self.max_output_bytes < 0 or self.inline_compile_bytes < 0:
+            raise ValueError(f"sandbox limits must be positive: {self}")
+        if self.cranelift_opt_level not in ("speed", "speed_and_size", "none"):
+            raise ValueError(f"cranelift_opt_level must be speed, speed_and_size or none: {self.cranelift_opt_level!r}")
         self.default_limits()  # checks the limit defaults
 
     def default_limits(self) -> Limits:
-        """The per-task limits a task gets when its spec does not name any."""
+        """The per-task limits a task gets when its spec does not name any (within the ceilings)."""
+        return self.clamp(
+            Limits(fuel=self.fuel, timeout_ms=self.timeout_ms, memory_mb=self.memory_mb,
+                   max_output_bytes=self.max_output_bytes)
+        )
+
+    def clamp(self, limits: Limits) -> Limits:
+        """``limits`` with every field lowered to this node's ceiling: what a task actually runs under."""
         return Limits(
-            fuel=self.fuel, timeout_ms=self.timeout_ms, memory_mb=self.memory_mb, max_output_bytes=self.max_output_bytes
+            fuel=min(limits.fuel, self.max_fuel),
+            timeout_ms=min(limits.timeout_ms, self.max_timeout_ms),
+            memory_mb=min(limits.memory_mb, self.max_memory_mb),
+            max_output_bytes=min(limits.max_output_bytes, self.max_output_bytes),
         )
 
 
@@ -109,7 +151,9 @@ class Status(enum.StrEnum):
     TRAP = "trap"
     """A WebAssembly trap (``RunResult.trap`` names its kind)."""
     INVALID_MODULE = "invalid_module"
-    """The module could not be instantiated: a forbidden import, a bad start section."""
+    """The module was refused: not WebAssembly, over the node's size limits, a forbidden import, a bad start."""
+    COMPILE_TIMEOUT = "compile_timeout"
+    """Compiling the module took longer than the node's ``compile_timeout_ms`` (the compiler was killed)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +176,8 @@ class RunResult:
     """Trap kind (``unreachable``, ``stack_overflow``, ``memory_out_of_bounds``...) or a reason; else ``None``."""
     module_hash: str
     """sha256 hex of the module's bytes."""
+    limits: Limits | None = None
+    """The limits the task ran under: its own, clamped to the node's ceilings."""
 
     @property
     def ok(self) -> bool:

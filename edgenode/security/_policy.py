@@ -3,6 +3,10 @@
 A task spec names the host capabilities it needs (:class:`CapabilityRequest`);
 the executor's :class:`LocalPolicy` and the submitter's roles decide whether it
 runs, and the :class:`Grant` that comes out is what the receipt records.
+
+A request over any of the policy's limits (fuel, output, memory, wall-clock time) is
+refused, never trimmed: the receipt's grant must cover what the spec asked. Below the
+policy, the sandbox still clamps every limit to the node's own ceilings (``[sandbox]``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ class CapabilityRequest:
     """Names of read-only data directories the node exports."""
     max_output_bytes: int = 1 << 20
     fuel: int = 50_000_000
+    memory_mb: int = 64
+    """Linear memory the task asks for, in MiB."""
+    timeout_ms: int = 5_000
+    """Wall-clock time the task asks for, in milliseconds."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,10 @@ class LocalPolicy:
     """Exported read-only directories: name -> local path."""
     max_output_bytes: int = 1 << 20
     max_fuel: int = 1_000_000_000
+    max_memory_mb: int = 256
+    """Largest linear memory a task may ask for, in MiB."""
+    max_timeout_ms: int = 30_000
+    """Longest wall-clock time a task may ask for, in milliseconds."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,8 @@ class Grant:
     data_dirs: tuple[str, ...]
     max_output_bytes: int
     fuel: int
+    memory_mb: int = 64
+    timeout_ms: int = 5_000
 
     def as_dict(self) -> dict[str, str]:
         """A flat string map, the form receipts carry."""
@@ -60,6 +74,8 @@ class Grant:
             "data_dirs": ",".join(self.data_dirs),
             "max_output_bytes": str(self.max_output_bytes),
             "fuel": str(self.fuel),
+            "memory_mb": str(self.memory_mb),
+            "timeout_ms": str(self.timeout_ms),
         }
 
 
@@ -92,4 +108,9 @@ def decide(request: CapabilityRequest, roles: tuple[str, ...] | None, policy: Lo
         raise Refused("capability_denied", f"output cap {request.max_output_bytes} > {policy.max_output_bytes}")
     if request.fuel > policy.max_fuel:
         raise Refused("capability_denied", f"fuel {request.fuel} > {policy.max_fuel}")
-    return Grant(tuple(request.models), tuple(request.data_dirs), request.max_output_bytes, request.fuel)
+    if request.memory_mb > policy.max_memory_mb:
+        raise Refused("capability_denied", f"memory {request.memory_mb} MiB > {policy.max_memory_mb} MiB")
+    if request.timeout_ms > policy.max_timeout_ms:
+        raise Refused("capability_denied", f"timeout {request.timeout_ms} ms > {policy.max_timeout_ms} ms")
+    return Grant(tuple(request.models), tuple(request.data_dirs), request.max_output_bytes, request.fuel,
+                 request.memory_mb, request.timeout_ms)

@@ -44,6 +44,8 @@ def capability_request(spec: TaskSpec) -> CapabilityRequest:
         data_dirs=_names(spec.policy.get(POLICY_DATA_DIRS, "")),
         max_output_bytes=spec.limits.max_output_bytes,
         fuel=spec.limits.fuel,
+        memory_mb=spec.limits.memory_mb,
+        timeout_ms=spec.limits.timeout_ms,
     )
 
 

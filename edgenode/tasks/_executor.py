@@ -36,7 +36,7 @@ from ..protocol import (
     TaskSpec,
     spec_hash,
 )
-from ..sandbox import Limits, TaskIO
+from ..sandbox import InvalidModule, Limits, TaskIO, is_module_hash
 from ..scheduler import REPLAY_FULL, REPLAYED, Admission, Refuse, ReplayGuard
 from ..security import (
     POLICY_LEDGER_PAYLOAD,
@@ -276,6 +276,8 @@ class Executor:
             return f"unknown task kind {spec.kind!r}"
         if (self.wasm if spec.kind == KIND_WASM else self.infer) is None:
             return f"this node does not run {spec.kind!r} tasks"
+        if spec.kind == KIND_WASM and not is_module_hash(spec.module):
+            return "module must be a sha256 hex digest"
         caps = set(self.capabilities())
         missing = [r for r in spec.requires if r not in caps]
         if spec.kind == KIND_INFER and f"model:{spec.module}" not in caps:
@@ -368,6 +370,8 @@ class Executor:
             try:
                 blob = await self.transport.fetch_blob(sender, spec.module, timeout=30.0)
                 await asyncio.to_thread(wasm.compile, blob)
+            except InvalidModule as exc:  # bad bytes, over the size limits, or a compile timeout
+                return str(exc.status), -1, b"", _failure("cannot get module", spec, exc), 0, 0.0
             except EdgenodeError as exc:
                 return "invalid_module", -1, b"", _failure("cannot get module", spec, exc), 0, 0.0
         lim = spec.limits
