@@ -7,6 +7,7 @@ peer id of the key) and the author of the node's ledger entries.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ def _b58decode(text: str) -> bytes:
     return b"\x00" * pad + body
 
 
+@functools.lru_cache(maxsize=4096)  # base58 in Python is slow, and every message names its author
 def peer_id_from_public_key(public_key: bytes) -> str:
     """The libp2p peer id (base58, ``12D3KooW...``) of a raw Ed25519 public key."""
     if len(public_key) != 32:
@@ -59,6 +61,7 @@ def peer_id_from_public_key(public_key: bytes) -> str:
     return _b58encode(_MH_PREFIX + _PB_PREFIX + public_key)
 
 
+@functools.lru_cache(maxsize=4096)
 def public_key_from_peer_id(peer_id: str) -> bytes:
     """Inverse of :func:`peer_id_from_public_key`; LocalError if not an Ed25519 peer id."""
     try:

@@ -67,7 +67,7 @@ class NodeTiming:
     def __init__(
         self,
         advert_s: float = 10.0,
-        head_s: float = 1.0,
+        head_s: float = 2.0,
         drain_s: float = 10.0,
         witness: int = 3,
         advert_min_s: float = 1.0,

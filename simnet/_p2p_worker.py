@@ -55,9 +55,9 @@ HEAD_S = 5.0
 """Ledger-head announcement period on libp2p (memnet: 1 s).  With replication on, every
 executor follows every head; at one head per node per second that gossip alone outgrows two
 cores at 20 hosts.  Witnesses still sync to the latest head, only later."""
-SIM_P2P = P2PConfig(heartbeat_interval=2.0, peer_poll_interval=0.5)
+SIM_P2P = P2PConfig(heartbeat_interval=2.0)
 """Tuning of the simulated hosts: tens of hosts share each core, so the per-host periodic work
-(GossipSub heartbeats, connection-table scans) is stretched; gossip itself is pushed at once."""
+(GossipSub heartbeats) is stretched; gossip itself is pushed at once."""
 
 
 def _out(line: str) -> None:

@@ -205,14 +205,14 @@ class TrioThread:
             raise NotRunning("the transport is not running")
         fut: asyncio.Future[T] = loop.create_future()
         scopes: list[trio.CancelScope] = []
-        cancelled = threading.Event()
+        cancelled: list[bool] = []  # set (appended to) from the asyncio side; read in the trio thread
 
         async def runner() -> None:
             settled = False
             try:
                 with trio.CancelScope() as scope:
                     scopes.append(scope)
-                    if cancelled.is_set():
+                    if cancelled:
                         scope.cancel()
                     try:
                         result = await fn(*args)
@@ -226,7 +226,7 @@ class TrioThread:
                     self.post(_resolve, fut, None, NotRunning("the transport stopped"))
 
         def cancel() -> None:
-            cancelled.set()
+            cancelled.append(True)
             for scope in scopes:
                 scope.cancel()
 

@@ -8,6 +8,8 @@ keeps one small table in the node's home (``replay.db``), one aiosqlite connecti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +71,8 @@ class SqliteReplayStore:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._pending: list[tuple[bytes, int]] = []
+        self._writer: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, path: str | Path, *, synchronous: str = "NORMAL") -> SqliteReplayStore:
@@ -98,14 +102,28 @@ class SqliteReplayStore:
         return [(bytes(k[:_KEY]), bytes(k[_KEY:]), int(exp)) for k, exp in rows if len(k) > _KEY]
 
     async def add(self, author: bytes, nonce: bytes, expires_ms: int) -> None:
+        """Keep the pair; returns once it is written.  Concurrent adds share one transaction."""
         if len(author) != _KEY:
             raise LocalError("a replay entry's author is a 32-byte key")
-        try:
-            await self._conn.execute(
-                "INSERT OR REPLACE INTO replay (key, expires) VALUES (?, ?)", (author + nonce, expires_ms)
-            )
-        except sqlite3.Error as exc:
-            raise LocalError(f"cannot write the replay table {self.path}: {exc}") from exc
+        self._pending.append((author + nonce, expires_ms))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_pending())
+        await asyncio.shield(self._writer)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            rows, self._pending = self._pending, []
+            try:
+                await self._conn.execute("BEGIN")
+                try:
+                    await self._conn.executemany("INSERT OR REPLACE INTO replay (key, expires) VALUES (?, ?)", rows)
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                self._pending.clear()
+                raise LocalError(f"cannot write the replay table {self.path}: {exc}") from exc
 
     async def forget(self, now_ms: int) -> None:
         try:
@@ -114,4 +132,7 @@ class SqliteReplayStore:
             raise LocalError(f"cannot write the replay table {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            with contextlib.suppress(LocalError):  # its waiters have the error
+                await self._writer
         await self._conn.close()
