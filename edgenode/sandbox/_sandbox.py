@@ -11,6 +11,7 @@ limit, and a task's limits are clamped to the node's ceilings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import logging
@@ -18,7 +19,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,8 @@ class PreparedRun:
         set_current(self._ctx)
         t0 = clock()
         try:
-            entry(store)
+            with self._sandbox._ticking():
+                entry(store)
             outcome = Outcome()
         except wt.ExitTrap as exc:
             outcome = Outcome(exit_code=exc.code)
@@ -225,6 +227,8 @@ class Sandbox:
             root = Path(self.config.cache_dir)
             self._disk = ModuleCache(root / _fingerprint(self.config), root, self.config.cache_quota_mb << 20)
         self._stop = threading.Event()
+        self._active = 0
+        self._wake = threading.Condition()
         self._ticker = threading.Thread(target=self._tick, name="edgenode-epoch", daemon=True)
         self._ticker.start()
 
@@ -232,17 +236,41 @@ class Sandbox:
 
     def _tick(self) -> None:
         # The epoch counts whole periods of monotonic time, so late wake-ups do not stretch deadlines.
+        # It only ticks while wasm runs: an idle node's ticker sleeps (a tick every 5 ms, each taking
+        # the GIL, was most of an idle node's CPU). Deadlines are relative to the epoch when armed.
         period = self.config.epoch_tick_ms / 1000.0
-        began, epoch = time.monotonic(), 0
-        while not self._stop.wait(period):
-            due = int((time.monotonic() - began) / period)
-            while epoch < due:
-                self.engine.increment_epoch()
-                epoch += 1
+        while not self._stop.is_set():
+            with self._wake:
+                while self._active == 0 and not self._stop.is_set():
+                    self._wake.wait()
+            began, epoch = time.monotonic(), 0
+            while not self._stop.wait(period):
+                due = int((time.monotonic() - began) / period)
+                while epoch < due:
+                    self.engine.increment_epoch()
+                    epoch += 1
+                with self._wake:
+                    if self._active == 0:
+                        break
+
+    @contextlib.contextmanager
+    def _ticking(self) -> Iterator[None]:
+        """Keep the epoch ticking while wasm runs in this block."""
+        with self._wake:
+            self._active += 1
+            if self._active == 1:
+                self._wake.notify()
+        try:
+            yield
+        finally:
+            with self._wake:
+                self._active -= 1
 
     def close(self) -> None:
         """Stop the epoch ticker and drop compiled modules. Runs in flight still end (fuel; sleeps are cut short)."""
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
         if self._ticker is not threading.current_thread():
             self._ticker.join(timeout=5)
         with self._lock:
@@ -433,7 +461,8 @@ class Sandbox:
         ctx.deadline = time.monotonic() + limits.timeout_ms / 1000.0
         set_current(ctx)
         try:
-            instance = compiled.pre.instantiate(store)
+            with self._ticking():
+                instance = compiled.pre.instantiate(store)
         except wt.Trap as exc:
             code = exc.trap_code
             if ctx.deadline_hit or (code is not None and code.name.lower() == "interrupt"):
