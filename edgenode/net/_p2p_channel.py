@@ -222,13 +222,16 @@ async def serve_channel(
     counters: ChannelCounters,
     no_handler: type[BaseException],
     request_limit: Callable[[str], int] | None = None,
+    max_response: int | None = None,
 ) -> None:
     """Serve requests arriving on one inbound channel until the requester closes it.  Never raises.
 
     ``dispatch(sender, protocol, payload)`` answers one request; raising ``no_handler``
     answers :data:`REASON_NO_HANDLER`, any other exception a reason code.
-    ``request_limit(protocol)`` bounds a request's payload for that protocol.
+    ``request_limit(protocol)`` bounds a request's payload for that protocol; ``max_frame``
+    bounds an inbound frame, ``max_response`` (default ``max_frame``) an answer.
     """
+    out_max = max_frame if max_response is None else max_response
     send_lock = trio.Lock()
     slots = trio.Semaphore(max_concurrent)
     broken = False
@@ -258,9 +261,9 @@ async def serve_channel(
                     kind, out = KIND_ERROR, failure_reason(exc).encode()
             if kind == KIND_ERROR and out == REASON_HANDLER_TIMEOUT.encode():
                 counters.add("requests_timed_out")
-            if len(out) + 9 > max_frame:
+            if len(out) + 9 > out_max:
                 kind, out = KIND_ERROR, REASON_TOO_LARGE.encode()
-            frame = encode_mux(req_id, kind, out, max_frame)
+            frame = encode_mux(req_id, kind, out, out_max)
             with trio.CancelScope(shield=True), trio.move_on_after(_WRITE_TIMEOUT) as scope:
                 async with send_lock:
                     if not broken:

@@ -31,7 +31,19 @@ class P2PConfig:
     """Seconds between scans of the connection table for join/leave events (a safety net: the
     network's connect/disconnect notifications raise them at once)."""
     max_frame_bytes: int = 64 * 1024 * 1024
-    """Largest request or response frame accepted."""
+    """Largest response frame accepted (a blob); requests are bounded by ``request_limits``."""
+    request_limits: tuple[tuple[str, int], ...] = (
+        ("/edgenode/task/1", (4 << 20) + (64 << 10)),
+        ("/edgenode/status/1", 4096),
+        ("/edgenode/ledger/1", 4096),
+        ("/edgenode/blob/1", 256),
+        ("/edgenode/member/1", 64 << 10),
+        ("/edgenode/fl-control/1", 64 << 10),
+    )
+    """Largest request payload accepted per protocol (bytes): a larger one is answered ``bad_request``
+    before its handler runs, and an inbound frame is never buffered past the largest of these."""
+    default_request_bytes: int = 1 << 20
+    """Largest request payload for a protocol not in ``request_limits``."""
     handler_timeout: float = 60.0
     """Seconds an inbound request may take (reading, handler, reply) before its stream is reset."""
     bootstrap_timeout: float = 30.0

@@ -9,11 +9,10 @@ peer-id strings, payloads are bytes.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +40,16 @@ from ._p2p_frame import (
     encode_frame,
     encode_request,
     encode_response,
+)
+from ._p2p_util import (
+    close_quietly,
+    configure_libp2p_logging,
+    dialable,
+    peer_id,
+    peer_notifee,
+    peer_str,
+    raise_queue_limits,
+    reset_quietly,
 )
 
 __all__ = ["LibP2PNode", "NodeHooks", "Counters", "NodeSettings", "NoHandler"]
@@ -105,39 +114,6 @@ class NodeSettings:
     """Tuning."""
 
 
-def _raise_queue_limits(size: int) -> None:
-    """Raise py-libp2p's per-subscription and per-peer outbound queue sizes (32 by default).
-
-    Both are read at use time from module globals, so this is process-wide and only
-    ever raises the limits (several transports in one process agree on the largest).
-    """
-    import libp2p.pubsub.pubsub as ps_mod
-    from libp2p.pubsub.rpc_queue import RpcQueue
-
-    if size > ps_mod.SUBSCRIPTION_CHANNEL_SIZE:
-        ps_mod.SUBSCRIPTION_CHANNEL_SIZE = size
-    current = getattr(ps_mod.RpcQueue, "edgenode_size", 0)  # type: ignore[attr-defined]
-    if current >= size:
-        return
-
-    class _SizedRpcQueue(RpcQueue):  # type: ignore[misc]
-        edgenode_size = size
-
-        def __init__(self, max_size: int = size) -> None:
-            super().__init__(max_size=max(max_size, size))
-
-    ps_mod.RpcQueue = _SizedRpcQueue  # type: ignore[attr-defined,assignment]
-
-
-def configure_libp2p_logging() -> None:
-    """py-libp2p detaches its logger unless LIBP2P_DEBUG is set; let it reach ours."""
-    lg = logging.getLogger("libp2p")
-    if not lg.handlers:
-        lg.propagate = True
-    # its auto-connector (which we keep idle) forces INFO on itself and logs "initiating 150 new dials"
-    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
-
-
 class LibP2PNode:
     """One libp2p host, Pubsub and GossipSub; lives entirely in the trio thread."""
 
@@ -157,6 +133,9 @@ class LibP2PNode:
         self._no_channel: dict[str, float] = {}
         """Peers that refused ``/edgenode/rpc/2`` (older nodes): until when to use rpc/1 with them."""
         self._inbound: Counter[str] = Counter()
+        self._limits = dict(self._c.request_limits)
+        self._request_frame_max = max(self._c.default_request_bytes, *self._limits.values()) + (64 << 10)
+        """Largest inbound request frame read (payload limit plus room for the protocol name and ids)."""
         self.peer_id = ""
         self.listen_addrs: list[str] = []
 
@@ -168,7 +147,7 @@ class LibP2PNode:
 
         s = self._s
         configure_libp2p_logging()
-        _raise_queue_limits(self._c.queue_size)
+        raise_queue_limits(self._c.queue_size)
         try:
             listen = [multiaddr.Multiaddr(a) for a in s.listen]
         except Exception as exc:  # multiaddr raises assorted types for bad input
@@ -185,10 +164,10 @@ class LibP2PNode:
             if self._c.channels:
                 host.set_stream_handler(TProtocol(MUX_PROTOCOL), self._on_channel_stream)
             self._guard_handlers()
-            self.listen_addrs = [f"{a}/p2p/{self.peer_id}" for a in _dialable(host.get_transport_addrs())]
+            self.listen_addrs = [f"{a}/p2p/{self.peer_id}" for a in dialable(host.get_transport_addrs())]
             if not self.listen_addrs:  # py-libp2p logs a failed listen and carries on; we do not
                 raise LocalError(f"cannot listen on {list(s.listen)} (address in use or not local?)")
-            host.get_network().register_notifee(_peer_notifee(self.refresh_peers))
+            host.get_network().register_notifee(peer_notifee(self.refresh_peers))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._poll_peers)
@@ -378,7 +357,7 @@ class LibP2PNode:
         with scope:
             while True:
                 msg = await sub.get()
-                sender = _peer_str(msg.from_id)
+                sender = peer_str(msg.from_id)
                 if sender is None or sender == self.peer_id:
                     continue
                 self._hooks.on_gossip(topic, sender, bytes(msg.data))
@@ -392,7 +371,7 @@ class LibP2PNode:
 
     def set_validator(self, topic: str, validator: Callable[[str, bytes], bool]) -> None:
         def check(_forwarder: Any, msg: Any) -> bool:
-            sender = _peer_str(msg.from_id)
+            sender = peer_str(msg.from_id)
             try:
                 ok = sender is not None and bool(validator(sender, bytes(msg.data)))
             except Exception as exc:  # a raising validator rejects the message; it never crashes the node
@@ -483,7 +462,7 @@ class LibP2PNode:
         """The libp2p ID of ``peer``, dialled from the peerstore if not connected (Unreachable if not)."""
         from libp2p.peer.peerinfo import PeerInfo
 
-        pid = _peer_id(peer)
+        pid = peer_id(peer)
         if pid is None:
             raise Unreachable(f"not a peer id: {peer!r}")
         if not self._host.get_network().connections.get(pid):
@@ -528,14 +507,17 @@ class LibP2PNode:
                 raise RemoteFailure(f"{peer} broke the exchange on {what}: {exc}") from exc
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
-                    await (_close(stream) if finished else _reset(stream))
+                    await (close_quietly(stream) if finished else reset_quietly(stream))
             return reply
         raise RequestTimeout(f"no answer from {peer} on {what} within {timeout} s")
 
-    async def _read_frame(self, stream: Any) -> bytes:
+    def _request_limit(self, protocol: str) -> int:
+        return self._limits.get(protocol, self._c.default_request_bytes)
+
+    async def _read_frame(self, stream: Any, limit: int | None = None) -> bytes:
         from libp2p.network.stream.exceptions import StreamEOF
 
-        reader = FrameReader(self._c.max_frame_bytes)
+        reader = FrameReader(self._c.max_frame_bytes if limit is None else limit)
         while True:
             try:
                 chunk = await stream.read(min(reader.wanted, _READ_CHUNK))
@@ -564,13 +546,14 @@ class LibP2PNode:
         """Serve an inbound ``/edgenode/rpc/2`` channel until the requester closes it (never raises)."""
         sender = stream.muxed_conn.peer_id.to_base58()
         if not self._admit_inbound(sender):
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         try:
             await serve_channel(
-                stream, sender, self._hooks.dispatch, max_frame=self._c.max_frame_bytes,
+                stream, sender, self._hooks.dispatch, max_frame=self._request_frame_max,
                 max_concurrent=self._c.max_concurrent_per_channel, handler_timeout=self._c.handler_timeout,
-                counters=self._counters, no_handler=NoHandler,
+                counters=self._counters, no_handler=NoHandler, request_limit=self._request_limit,
+                max_response=self._c.max_frame_bytes,
             )
         finally:
             self._release_inbound(sender)
@@ -579,14 +562,17 @@ class LibP2PNode:
         """Serve one request on an inbound stream (guarded: never raises)."""
         sender = stream.muxed_conn.peer_id.to_base58()
         if not self._admit_inbound(sender):
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         try:
             with trio.move_on_after(self._c.handler_timeout) as scope:
-                frame = await self._read_frame(stream)
+                frame = await self._read_frame(stream, self._request_frame_max)
                 protocol, payload = decode_request(frame)
-                self._counters.add("requests_served")
                 try:
+                    if len(payload) > self._request_limit(protocol):
+                        self._counters.add("requests_too_large")
+                        raise DecodeError(f"request of {len(payload)} bytes on {protocol} over its limit")
+                    self._counters.add("requests_served")
                     reply = Response(ok=True, payload=await self._hooks.dispatch(sender, protocol, payload))
                 except NoHandler:
                     self._counters.add("requests_unhandled")
@@ -599,101 +585,13 @@ class LibP2PNode:
                 if len(out) + 4 > self._c.max_frame_bytes:
                     out = encode_response(Response(ok=False, message=REASON_TOO_LARGE))
                 await stream.write(encode_frame(out, self._c.max_frame_bytes))
-                await _close(stream)
+                await close_quietly(stream)
             if scope.cancelled_caught:
                 self._counters.add("requests_timed_out")
-                await _reset(stream)
+                await reset_quietly(stream)
         except Exception as exc:  # malformed request or a broken stream: drop it, count it
             self._counters.add("requests_bad")
             logger.debug("bad request stream from %s: %r", sender, exc)
-            await _reset(stream)
+            await reset_quietly(stream)
         finally:
             self._release_inbound(sender)
-
-
-def _peer_notifee(changed: Callable[[], None]) -> Any:
-    """A py-libp2p network notifee that calls ``changed()`` when a connection opens or closes."""
-    from libp2p.abc import INotifee
-
-    class _Notifee(INotifee):  # type: ignore[misc]
-        async def connected(self, network: Any, conn: Any) -> None:
-            changed()
-
-        async def disconnected(self, network: Any, conn: Any) -> None:
-            changed()
-
-        async def opened_stream(self, network: Any, stream: Any) -> None:
-            return None
-
-        async def closed_stream(self, network: Any, stream: Any) -> None:
-            return None
-
-        async def listen(self, network: Any, multiaddr: Any) -> None:
-            return None
-
-        async def listen_close(self, network: Any, multiaddr: Any) -> None:
-            return None
-
-    return _Notifee()
-
-
-def _dialable(addrs: Sequence[Any]) -> list[str]:
-    """Transport addresses with 0.0.0.0 replaced by this machine's IPv4 addresses (loopback last)."""
-    from libp2p.utils.address_validation import expand_wildcard_address
-
-    out: list[str] = []
-    for addr in addrs:
-        text = str(addr)
-        if not text.startswith("/ip4/0.0.0.0/"):
-            out.append(text)
-            continue
-        ips = [str(m.value_for_protocol("ip4")) for m in expand_wildcard_address(addr)]
-        for ip in [*[i for i in ips if i not in ("0.0.0.0", "127.0.0.1")], "127.0.0.1"]:
-            out.append(text.replace("/ip4/0.0.0.0/", f"/ip4/{ip}/", 1))
-    return list(dict.fromkeys(out))
-
-
-@functools.lru_cache(maxsize=4096)
-def _peer_id(peer: str) -> Any:
-    """The libp2p ID of a base58 peer id string, or None (cached: decoding it is slow)."""
-    from libp2p.peer.id import ID
-
-    try:
-        return ID.from_base58(peer)
-    except Exception:  # base58/multihash errors of many types
-        return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _peer_str(raw: bytes) -> str | None:
-    """The base58 peer id of a gossip origin (cached: py-libp2p's base58 is slow, and it runs
-    for every message in the validator and again in the pump)."""
-    from libp2p.peer.id import ID
-
-    try:
-        return str(ID(raw).to_base58())
-    except Exception:  # malformed origin id from the wire
-        return None
-
-
-async def _close(stream: Any) -> None:
-    try:
-        await stream.close()
-    except Exception as exc:  # already closed or reset by the peer
-        logger.debug("closing a stream: %r", exc)
-
-
-async def _reset(stream: Any) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:  # already gone
-        logger.debug("resetting a stream: %r", exc)
-
-
-def multiaddrs_valid(addrs: Sequence[str]) -> None:
-    """LocalError unless every string parses as a multiaddr."""
-    for a in addrs:
-        try:
-            multiaddr.Multiaddr(a)
-        except Exception as exc:  # multiaddr raises several types
-            raise LocalError(f"bad multiaddr {a!r}: {exc}") from exc

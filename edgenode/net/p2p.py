@@ -28,7 +28,8 @@ from ._errors import NotRunning
 from ._p2p_bridge import Child, SharedTrioThread, TrioThread
 from ._p2p_config import P2PConfig
 from ._p2p_frame import RPC_PROTOCOL
-from ._p2p_host import Counters, LibP2PNode, NodeHooks, NodeSettings, NoHandler, multiaddrs_valid
+from ._p2p_host import Counters, LibP2PNode, NodeHooks, NodeSettings, NoHandler
+from ._p2p_util import multiaddrs_valid
 from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Transport, Validator
 
 __all__ = ["P2PTransport", "P2PConfig", "RPC_PROTOCOL"]

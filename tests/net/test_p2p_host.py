@@ -14,7 +14,8 @@ from edgenode.identity import Identity
 from edgenode.net import RemoteFailure, RequestTimeout
 from edgenode.net._p2p_bridge import TrioThread
 from edgenode.net._p2p_frame import encode_frame, encode_request
-from edgenode.net._p2p_host import Counters, LibP2PNode, NodeHooks, NodeSettings, _dialable
+from edgenode.net._p2p_host import Counters, LibP2PNode, NodeHooks, NodeSettings
+from edgenode.net._p2p_util import dialable
 from edgenode.net.p2p import P2PTransport
 
 WAIT = 20.0
@@ -81,7 +82,7 @@ async def test_malformed_request_streams_are_dropped_and_counted(garbage: bytes)
 
 
 def test_wildcard_listen_addresses_are_advertised_as_dialable_ones() -> None:
-    out = _dialable([multiaddr.Multiaddr("/ip4/0.0.0.0/udp/4001/quic-v1"), multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/5")])
+    out = dialable([multiaddr.Multiaddr("/ip4/0.0.0.0/udp/4001/quic-v1"), multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/5")])
     assert not any("0.0.0.0" in a for a in out)
     assert out[-2:] == ["/ip4/127.0.0.1/udp/4001/quic-v1", "/ip4/127.0.0.1/tcp/5"]
     assert all(a.endswith("/udp/4001/quic-v1") for a in out[:-1])

@@ -163,3 +163,32 @@ async def test_a_failing_handler_sends_a_code_not_its_text(channels: bool) -> No
             await a.request(b.peer_id, "/test/leaky/1", b"", timeout=WAIT)
         assert "handler_failed" in str(info.value)
         assert "node.key" not in str(info.value)
+
+
+@pytest.mark.parametrize("channels", [True, False])
+async def test_requests_over_their_protocols_limit_never_reach_the_handler(channels: bool) -> None:
+    cfg = P2PConfig(channels=channels, request_limits=(("/test/small/1", 1024),), default_request_bytes=8192)
+    a = P2PTransport(Identity.generate(), listen=LOOPBACK, config=cfg)
+    b = P2PTransport(Identity.generate(), listen=LOOPBACK, config=cfg)
+    async with running(a, b):
+        seen: list[int] = []
+
+        async def record(_sender: str, data: bytes) -> bytes:
+            seen.append(len(data))
+            return b"ok"
+
+        b.serve("/test/small/1", record)
+        b.serve("/test/other/1", record)
+        await a.connect(b.listen_addrs[0])
+        assert await a.request(b.peer_id, "/test/small/1", bytes(1024), timeout=WAIT) == b"ok"
+        with pytest.raises(RemoteFailure, match="bad_request"):
+            await a.request(b.peer_id, "/test/small/1", bytes(1025), timeout=WAIT)
+        assert await a.request(b.peer_id, "/test/other/1", bytes(8192), timeout=WAIT) == b"ok"
+        with pytest.raises(RemoteFailure, match="bad_request"):
+            await a.request(b.peer_id, "/test/other/1", bytes(8193), timeout=WAIT)
+        # a frame past every limit is not read at all: the stream (or channel) is reset
+        with pytest.raises(NetError):
+            await a.request(b.peer_id, "/test/other/1", bytes(200_000), timeout=WAIT)
+        assert seen == [1024, 8192]
+        assert b.counters["requests_too_large"] == 2
+        assert await a.request(b.peer_id, "/test/small/1", b"again", timeout=WAIT) == b"ok"
