@@ -1,8 +1,9 @@
 """simnet figures: wall time and peak RSS of large swarms, plus the demo report's figures.
 
-    python benchmarks/bench_simnet.py                # 1,000 memnet nodes, the demo scenario, 50 libp2p nodes
+    python benchmarks/bench_simnet.py                # 1,000 memnet nodes, the demo scenario, 100 libp2p nodes
     python benchmarks/bench_simnet.py --quick        # 100 memnet nodes, a short demo, 10 libp2p nodes
-    python benchmarks/bench_simnet.py --only libp2p  # examples/scenarios/libp2p50.toml: 50 real libp2p hosts
+    python benchmarks/bench_simnet.py --only libp2p  # examples/scenarios/libp2p100.toml: 100 real libp2p hosts
+    python benchmarks/bench_simnet.py --only demo-libp2p  # the demo scenario, 30 nodes, memnet vs real libp2p
 
 Each figure is one JSON line: simnet.wall_s and simnet.peak_rss_mb (params: nodes, transport,
 tasks_ok; on libp2p the RSS of the driver and of the largest worker process), then every figure
@@ -72,7 +73,7 @@ def _run_child(table: dict[str, Any], timeout: float) -> dict[str, Any]:
     raise RuntimeError(f"scenario failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
 
 
-LIBP2P_SCENARIO = Path(__file__).resolve().parents[1] / "examples" / "scenarios" / "libp2p50.toml"
+LIBP2P_SCENARIO = Path(__file__).resolve().parents[1] / "examples" / "scenarios" / "libp2p100.toml"
 """The libp2p scale run: real hosts need gossip-light settings (see the file and docs/simnet.md)."""
 
 
@@ -125,11 +126,36 @@ def demo(quick: bool) -> None:
         print(json.dumps(f))
 
 
+def demo_on_both(nodes: int, quick: bool) -> None:
+    """The default demo scenario (not a gossip-light one) on memnet and on real libp2p, same seed:
+    invariants on both, and the libp2p task p99 as a multiple of memnet's."""
+    p99: dict[str, dict[str, float]] = {}
+    for transport in ("mem", "libp2p"):
+        sc = default_scenario().with_overrides(nodes=nodes, transport=transport)
+        if quick:
+            sc = sc.with_overrides(duration_s=8.0)
+        res = _run_child(dataclasses.asdict(sc) | {"faults": [dataclasses.asdict(f) for f in sc.faults]}, timeout=900)
+        figs = {f["name"]: f["value"] for f in res["figures"] if not f["params"].get("sla")}
+        p99[transport] = {
+            f["params"]["sla"]: float(f["value"]) for f in res["figures"] if f["name"] == "simnet.task_latency_p99_ms"
+        }
+        common = {"nodes": nodes, "transport": transport, "scenario": "demo", "invariants": bool(res["invariants"]),
+                  "load": round(os.getloadavg()[0], 2)}  # fmt: skip
+        for name in ("simnet.tasks_ok", "simnet.tasks_lost", "simnet.tasks_duplicated"):
+            emit(name, figs[name], "tasks", **common)
+        for sla, v in sorted(p99[transport].items()):
+            emit("simnet.task_latency_p99_ms", v, "ms", sla=sla, **common)
+    for sla in sorted(p99["mem"]):
+        if sla in p99["libp2p"] and p99["mem"][sla] > 0:
+            emit("simnet.demo_libp2p_p99_ratio", round(p99["libp2p"][sla] / p99["mem"][sla], 2), "x",
+                 nodes=nodes, sla=sla, goal=3.0)  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="small swarms, short runs")
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--only", choices=("mem", "demo", "libp2p"), help="run one part")
+    p.add_argument("--only", choices=("mem", "demo", "libp2p", "demo-libp2p"), help="run one part")
     args = p.parse_args()
     if args.child:
         _child(args.child)
@@ -138,9 +164,11 @@ def main() -> None:
         scale(100 if args.quick else 1000, "mem", 5.0 if args.quick else 20.0, 20.0)
     if args.only in (None, "demo"):
         demo(args.quick)
+    if args.only in (None, "demo-libp2p"):
+        demo_on_both(10 if args.quick else 30, args.quick)
     if args.only in (None, "libp2p"):
         try:
-            scale(10 if args.quick else 50, "libp2p", 10.0 if args.quick else 30.0, 0.0)
+            scale(10 if args.quick else 100, "libp2p", 10.0 if args.quick else 30.0, 0.0)
         except RuntimeError as exc:
             print(f"libp2p scale run failed: {exc}", file=sys.stderr)
 

@@ -1,6 +1,6 @@
 """The libp2p backend at a few dozen real hosts: 20 py-libp2p nodes over the worker processes.
 
-Runs the shipped ``examples/scenarios/libp2p50.toml`` cut down to 20 nodes and a short
+Runs the shipped ``examples/scenarios/libp2p100.toml`` cut down to 20 nodes and a short
 workload (with its kill-and-restart fault), and asserts the simulator's invariants on real
 libp2p: no accepted task lost, none delivered twice, every ledger verifies, and the work
 really ran (tasks ok, results on the executors' ledgers, probes delivered by gossip).
@@ -16,12 +16,12 @@ import pytest
 from simnet import load_scenario, run_scenario, write_report
 from simnet._swarm import make_backend
 
-SCENARIO = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "libp2p50.toml"
+SCENARIO = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "libp2p100.toml"
 
 
-def test_libp2p50_scenario_settings_suit_real_libp2p() -> None:
+def test_libp2p100_scenario_settings_suit_real_libp2p() -> None:
     sc = load_scenario(SCENARIO)
-    assert sc.swarm.transport == "libp2p" and sc.swarm.nodes == 50
+    assert sc.swarm.transport == "libp2p" and sc.swarm.nodes == 100
     # the settings that keep per-host gossip bounded (see docs/simnet.md, "libp2p")
     assert not sc.swarm.replicate and not sc.swarm.follow_adverts
     assert sc.swarm.advert_s >= 5.0
