@@ -41,6 +41,7 @@ from ._p2p_frame import (
     encode_request,
     encode_response,
 )
+from ._p2p_tuning import BULK_WINDOW, CHANNEL_WINDOW, open_receive_window
 from ._p2p_util import (
     close_quietly,
     configure_libp2p_logging,
@@ -432,6 +433,7 @@ class LibP2PNode:
                 self._counters.add("channel_fallbacks")
                 self._no_channel[peer] = trio.current_time() + self._c.channel_retry_s
                 return None
+            await open_receive_window(stream, CHANNEL_WINDOW)
             ch = ClientChannel(peer, stream, self._c.max_frame_bytes, self._c.max_inflight_per_peer, self._counters)
             self._channels[peer] = ch
             self._counters.add("channels_opened")
@@ -479,7 +481,7 @@ class LibP2PNode:
 
     async def _request_stream(self, peer: str, protocol: str, data: bytes, timeout: float) -> bytes:
         frame = encode_frame(encode_request(protocol, data), self._c.max_frame_bytes)
-        reply = await self.exchange(peer, frame, timeout, what=protocol)
+        reply = await self.exchange(peer, frame, timeout, what=protocol, bulk=protocol in self._c.bulk_protocols)
         try:
             response = decode_response(reply)
         except DecodeError as exc:
@@ -488,7 +490,7 @@ class LibP2PNode:
             raise RemoteFailure(f"{peer} on {protocol}: {response.message}")
         return response.payload
 
-    async def exchange(self, peer: str, raw: bytes, timeout: float, what: str = "rpc") -> bytes:
+    async def exchange(self, peer: str, raw: bytes, timeout: float, what: str = "rpc", bulk: bool = False) -> bytes:
         """Open an RPC stream to ``peer``, write ``raw`` (normally one frame), return the reply frame's body."""
         from libp2p.custom_types import TProtocol
 
@@ -500,6 +502,8 @@ class LibP2PNode:
                 raise Unreachable(f"cannot open a stream to {peer}: {exc}") from exc
             finished = False
             try:
+                if bulk:
+                    await open_receive_window(stream, min(BULK_WINDOW, self._c.max_frame_bytes))
                 await stream.write(raw)
                 reply: bytes = await self._read_frame(stream)
                 finished = True
@@ -549,6 +553,7 @@ class LibP2PNode:
             await reset_quietly(stream)
             return
         try:
+            await open_receive_window(stream, CHANNEL_WINDOW)
             await serve_channel(
                 stream, sender, self._hooks.dispatch, max_frame=self._request_frame_max,
                 max_concurrent=self._c.max_concurrent_per_channel, handler_timeout=self._c.handler_timeout,

@@ -11,6 +11,17 @@ it adjusts.  Measured effect: docs/net.md.
    ``Pubsub`` and again in ``GossipSub.handle_rpc``).  We still send the record, but from
    a cache; and a record whose exact bytes were already verified for that same sender
    is not verified again.
+4. **Window updates when half the window is consumed.**  py-libp2p's yamux credits the
+   window back on nearly every read (three WINDOW_UPDATE frames per small gossip message,
+   two per request on a channel, each a Noise-encrypted frame both ends must process).
+   Like go-yamux, a stream now credits back the bytes its reader consumed once they reach
+   half of its window, in one update (:func:`_credit_half_window`); a stream's window no
+   longer auto-grows (bulk streams and channels open theirs at once instead, see 3).
+3. **A bulk stream opens its receive window at once.**  A yamux stream starts with the
+   spec's 256 KiB window and py-libp2p grows it by doubling, one WINDOW_UPDATE per step
+   as data arrives; a stream that will receive a blob (up to ``max_frame_bytes``) instead
+   announces the window it needs in one update right after it opens, as go-yamux does
+   with a configured stream window (:func:`open_receive_window`).
 2. **IDONTWANT only for large messages.**  py-libp2p sends IDONTWANT to every mesh peer
    for every message; go-libp2p only above 1 KiB (``IDontWantMessageThreshold``),
    where saving a duplicate is worth a control message.  :class:`EdgeGossipSub` does the
@@ -23,10 +34,17 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["IDONTWANT_THRESHOLD", "EdgeGossipSub", "install"]
+__all__ = ["IDONTWANT_THRESHOLD", "EdgeGossipSub", "install", "open_receive_window", "BULK_WINDOW", "CHANNEL_WINDOW"]
 
 IDONTWANT_THRESHOLD = 1024
 """Messages at least this large (bytes of data) trigger IDONTWANT, as in go-libp2p."""
+
+BULK_WINDOW = 16 * 1024 * 1024
+"""The receive window a bulk stream announces at once (yamux's own ceiling, go-yamux's too)."""
+
+CHANNEL_WINDOW = 1024 * 1024
+"""The receive window of a request channel (both ends): a 1 MiB ledger range or receipt
+flows without waiting for a window update."""
 
 _RECORD_CACHE = 4096
 _lock = threading.Lock()
@@ -42,7 +60,9 @@ def install() -> None:
         import libp2p.pubsub.floodsub as floodsub_mod
         import libp2p.pubsub.gossipsub as gossipsub_mod
         import libp2p.pubsub.pubsub as pubsub_mod
+        from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
+        YamuxStream._auto_tune_and_send_window_update = _credit_half_window  # type: ignore[method-assign]
         env = _cached_env(getattr(pubsub_mod, "env_to_send_in_RPC"))  # noqa: B009  # not re-exported
         for mod in (pubsub_mod, gossipsub_mod):
             mod.env_to_send_in_RPC = env  # type: ignore[attr-defined]
@@ -127,3 +147,38 @@ def EdgeGossipSub(**kwargs: Any) -> Any:  # a class factory: libp2p is imported 
 
         _Lazy.cls = _EdgeGossipSub
     return _Lazy.cls(**kwargs)
+
+
+async def open_receive_window(stream: Any, size: int = BULK_WINDOW) -> bool:
+    """Let the peer send up to ``size`` bytes on ``stream`` without waiting for window updates.
+
+    One WINDOW_UPDATE now instead of one per doubling later; False (nothing sent) when the
+    stream is not a py-libp2p yamux stream (e.g. QUIC, which has its own flow control).
+    """
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    ys = getattr(stream, "muxed_stream", None)
+    if not isinstance(ys, YamuxStream):
+        return False
+    async with ys.window_lock:
+        extra = size - ys.recv_window
+        if extra <= 0:
+            return False
+        ys.recv_window += extra
+        ys.target_recv_window = max(ys.target_recv_window, size)
+    await ys.send_window_update(extra, skip_lock=True)
+    return True
+
+
+async def _credit_half_window(self: Any, *, bytes_read: int = 0) -> None:
+    """Replaces ``YamuxStream._auto_tune_and_send_window_update``: credit back consumed bytes
+    in one WINDOW_UPDATE once they reach half of the stream's window (go-yamux's rule)."""
+    async with self.window_lock:
+        if bytes_read > 0:
+            self._pending_recv_release += bytes_read
+        pending = self._pending_recv_release
+        if pending <= 0 or pending < self.target_recv_window // 2:
+            return
+        self._pending_recv_release = 0
+        self.recv_window += pending
+    await self.send_window_update(pending, skip_lock=True)

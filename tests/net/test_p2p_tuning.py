@@ -144,3 +144,78 @@ async def test_a_peer_record_is_verified_once_not_per_rpc(monkeypatch: pytest.Mo
         # 30 RPCs arrived with a's record; its bytes never change, so none is verified again
         assert len(checked) - before == 0
         assert len(checked) == len(set(checked))  # each record's bytes verified once
+
+
+def test_yamux_stream_window_fields_are_where_open_receive_window_expects_them() -> None:
+    from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
+
+    src = inspect.getsource(YamuxStream.__init__)
+    for field in ("self.recv_window", "self.target_recv_window", "self.window_lock"):
+        assert field in src, field
+    assert DEFAULT_WINDOW_SIZE == 256 * 1024
+    assert list(inspect.signature(YamuxStream.send_window_update).parameters) == ["self", "increment", "skip_lock"]
+
+
+async def test_a_blob_fetch_opens_its_window_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    from edgenode.net import MemoryBlobStore
+
+    updates: list[int] = []
+    original = YamuxStream.send_window_update
+
+    async def counting(self: Any, increment: int, skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await original(self, increment, skip_lock)
+
+    async with mesh(2) as (a, b):
+        store = MemoryBlobStore()
+        blob = bytes(range(256)) * 4096  # 1 MiB
+        digest = store.put(blob)
+        b.serve_blobs(store)
+        monkeypatch.setattr(YamuxStream, "send_window_update", counting)
+        async with asyncio.timeout(WAIT):
+            assert await a.fetch_blob(b.peer_id, digest, timeout=WAIT) == blob
+        # one update announcing the whole window, not a doubling per step as data arrives
+        assert len(updates) == 1, updates
+        assert updates[0] >= len(blob)
+
+
+async def test_small_messages_and_requests_send_no_window_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    updates: list[int] = []
+    original = YamuxStream.send_window_update
+
+    async def counting(self: Any, increment: int, skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await original(self, increment, skip_lock)
+
+    async def echo(_s: str, data: bytes) -> bytes:
+        return data
+
+    async with mesh(2) as (a, b):
+        sub = b.subscribe("t")
+        a.subscribe("t")
+        b.serve("/echo/1", echo)
+        await until_delivered(a, "t", [sub])
+        assert await a.request(b.peer_id, "/echo/1", b"open", timeout=WAIT) == b"open"  # channel opened
+        monkeypatch.setattr(YamuxStream, "send_window_update", counting)
+        for i in range(50):
+            await a.publish("t", bytes([i]) * 100)
+            assert await a.request(b.peer_id, "/echo/1", bytes([i]) * 64, timeout=WAIT) == bytes([i]) * 64
+        async with asyncio.timeout(WAIT):
+            await until_data(sub, bytes([49]) * 100)
+        # py-libp2p sent about three per gossip message and two per request; credit now goes
+        # back once half a window (128 KiB here) has been read, which 10 KB never reaches
+        assert updates == []
+
+
+def test_window_credit_rests_on_the_stream_fields_it_uses() -> None:
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    install()
+    assert YamuxStream._auto_tune_and_send_window_update.__name__ == "_credit_half_window"
+    src = inspect.getsource(YamuxStream)
+    assert "self._pending_recv_release = 0" in src
+    assert src.count("await self._auto_tune_and_send_window_update(bytes_read=") >= 2
