@@ -69,7 +69,7 @@ def poisoning(nodes: int, rounds: int) -> None:
 
 
 async def _memnet_rounds(nodes: int, rounds: int) -> list[float]:
-    from edgenode.fl_service import FederatedService
+    from edgenode.fl import FederatedService
     from edgenode.identity import Identity
     from edgenode.net.memnet import MemNetwork
     from federated import DigitsPartition

@@ -1,10 +1,10 @@
 """``edgenode fl``: federated learning.
 
 * ``fl start``: gossip rounds with a Flower strategy.  With ``--bootstrap`` it joins a
-  running swarm as a light peer, sends a signed start command (:mod:`edgenode.fl_control`)
+  running swarm as a light peer, sends a signed start command (:mod:`edgenode.fl`)
   and prints the progress the nodes report per round.  Standalone it runs a local
   swarm of ``--nodes`` nodes over the in-memory network (``edgenode.net.memnet``),
-  each a :class:`~edgenode.fl_service.FederatedService`, and prints progress per round.
+  each a :class:`~edgenode.fl.FederatedService`, and prints progress per round.
 * ``fl superlink`` / ``fl supernode`` / ``fl keygen`` / ``fl run``: Flower deployment
   mode (a real SuperLink and SuperNodes with TLS and SuperNode authentication).
 * ``fl fleet``: all of deployment mode on loopback in one command (a demo and a check).
@@ -119,7 +119,7 @@ def _print_round(ev: RoundDone, total: int, nodes: int, as_json: bool) -> None:
 
 
 async def _local_swarm(args: argparse.Namespace) -> RoundDone:
-    from ..fl_service import FederatedService
+    from ..fl import FederatedService
     from ..identity import Identity
     from ..net.memnet import MemNetwork
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from ..fl_launch import FLStalled, NoFLNode, RoundSummary, launch, make_start
+from ..fl import FLStalled, NoFLNode, RoundSummary, launch, make_start
 from ..net import Unreachable
 from ..tasks import Submitter, SystemClock
 from ._common import EXIT_NO_EXECUTOR, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE, ExitCodes, fail, print_json, run_mapped

@@ -16,7 +16,7 @@ from ledger import LEDGER_DB, LedgerError, SqliteLedgerStore
 
 from ..config import load_config
 from ..errors import LocalError
-from ..fl_control import FLController
+from ..fl import FLController
 from ..identity import KEY_FILE, Identity
 from ..inference import ModelRegistry
 from ..metrics import setup_json_logging

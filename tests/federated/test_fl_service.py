@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from edgenode.fl_service import LEDGER_KIND, FederatedService, fl_topic
+from edgenode.fl import LEDGER_KIND, FederatedService, fl_topic
 from edgenode.identity import Identity
 from edgenode.inference import ModelRegistry
 from edgenode.net.memnet import MemNetwork

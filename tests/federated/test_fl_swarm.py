@@ -9,10 +9,19 @@ import pytest
 
 from edgenode import wire
 from edgenode.config import NodeConfig
-from edgenode.fl_config import FLSection
-from edgenode.fl_control import FL_CONTROL_TOPIC, FLController, FLProgress, StartGate, StartRefused
-from edgenode.fl_launch import FLStalled, NoFLNode, launch, make_start
-from edgenode.fl_service import LEDGER_KIND
+from edgenode.fl import (
+    FL_CONTROL_TOPIC,
+    LEDGER_KIND,
+    FLController,
+    FLProgress,
+    FLSection,
+    FLStalled,
+    NoFLNode,
+    StartGate,
+    StartRefused,
+    launch,
+    make_start,
+)
 from edgenode.identity import Identity
 from edgenode.inference import ModelRegistry
 from edgenode.net.memnet import MemNetwork

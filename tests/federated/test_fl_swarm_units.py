@@ -9,9 +9,17 @@ from hypothesis import strategies as st
 from edgenode import wire
 from edgenode.config import from_table
 from edgenode.errors import LocalError, RemoteError
-from edgenode.fl_config import FLSection, make_loader, partition_of, train_config
-from edgenode.fl_control import FLAck, FLProgress, FLStart
-from edgenode.fl_launch import ProgressBook, make_start
+from edgenode.fl import (
+    FLAck,
+    FLProgress,
+    FLSection,
+    FLStart,
+    ProgressBook,
+    make_loader,
+    make_start,
+    partition_of,
+    train_config,
+)
 from edgenode.identity import Identity
 from federated import ArrayLoader, DigitsPartition, load_digits_split
 

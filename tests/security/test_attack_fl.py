@@ -14,7 +14,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from edgenode.fl_service import FederatedService, fl_topic
+from edgenode.fl import FederatedService, fl_topic
 from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node

@@ -1,12 +1,12 @@
-"""Federated runs on a running swarm: signed start commands, progress reports, the node's controller.
+"""A node's federated side: idle until a signed start command, then run it and report.
 
-A light peer (``edgenode fl start --bootstrap ...``) seals an :class:`FLStart` and both
-gossips it on :data:`FL_CONTROL_TOPIC` and sends it straight to the peers it joined
-through (:data:`FL_CONTROL_PROTOCOL`, answered with a sealed :class:`FLAck`).  Every node
-with ``[fl] enabled`` runs an :class:`FLController`: it checks the command
-(:class:`StartGate`: signature, allowed controllers, expiry, replay by run id, bounds),
-starts a :class:`~edgenode.fl_service.FederatedService` run with its parameters, and
-after every round gossips a sealed :class:`FLProgress` on :data:`FL_PROGRESS_TOPIC`.
+Every node with ``[fl] enabled`` runs an :class:`FLController`: it serves
+:data:`~edgenode.fl.FL_CONTROL_PROTOCOL` and follows :data:`~edgenode.fl.FL_CONTROL_TOPIC`,
+checks each :class:`~edgenode.fl.FLStart` (:class:`~edgenode.fl.StartGate`; in swarm mode
+the author needs the ``trainer`` role), starts a :class:`~edgenode.fl.FederatedService` run
+with its parameters, and after every round gossips a sealed :class:`~edgenode.fl.FLProgress`
+on :data:`~edgenode.fl.FL_PROGRESS_TOPIC`.  :func:`node_controller` wires one to a node
+the way ``edgenode run`` does.
 """
 
 from __future__ import annotations
@@ -16,165 +16,35 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from . import wire
-from .errors import EdgenodeError, LocalError, RemoteError
-from .fl_config import FLSection, make_loader, train_config
-from .fl_service import FederatedService, ModelSink, Note, TrainerCheck, fl_topic
-from .identity import Identity
-from .net import GossipMessage, NetError, Transport, follow_gossip
-from .security import Refused, SwarmGuard
-from .tasks import Clock, SystemClock
+from federated import FederatedError, RoundConfig, RoundDone, StrategyConfig
+from federated.models import MODEL_FACTORIES, make_model
 
-if TYPE_CHECKING:  # federated is imported when a run starts
-    from federated import RoundDone
+from .. import wire
+from ..config import FLSection
+from ..errors import EdgenodeError, LocalError, RemoteError
+from ..identity import Identity
+from ..net import GossipMessage, NetError, Transport, follow_gossip
+from ..security import Refused, SwarmGuard
+from ..tasks import Clock, SystemClock
+from ._config import make_loader, train_config
+from ._gate import StartGate, StartRefused, TrainerCheck, min_authors_of
+from ._messages import (
+    FL_CONTROL_PROTOCOL,
+    FL_CONTROL_TOPIC,
+    FL_PROGRESS_TOPIC,
+    MAX_START_DELAY_MS,
+    FLAck,
+    FLProgress,
+    FLStart,
+    fl_topic,
+)
+from ._service import FederatedService, ModelSink, Note
 
-__all__ = [
-    "FL_CONTROL_TOPIC",
-    "FL_PROGRESS_TOPIC",
-    "FL_CONTROL_PROTOCOL",
-    "MAX_START_TTL_MS",
-    "MAX_START_DELAY_MS",
-    "FLStart",
-    "FLAck",
-    "FLProgress",
-    "StartRefused",
-    "StartGate",
-    "FLController",
-]
+__all__ = ["FLController", "FLHost", "node_controller"]
 
 log = logging.getLogger("edgenode.fl")
-
-FL_CONTROL_TOPIC = "edgenode/fl-control/1"
-"""Gossip topic of sealed :class:`FLStart` commands."""
-FL_PROGRESS_TOPIC = "edgenode/fl-progress/1"
-"""Gossip topic of sealed :class:`FLProgress` reports."""
-FL_CONTROL_PROTOCOL = "/edgenode/fl-control/1"
-"""Direct stream: request a sealed :class:`FLStart`, answer a sealed :class:`FLAck`."""
-MAX_START_TTL_MS = 10 * 60_000
-"""A start command may not live longer than this (bounds the replay memory)."""
-MAX_START_DELAY_MS = 30_000
-"""How far in the future a command may schedule round 0."""
-_SKEW_MS = 30_000
-
-
-@wire.message("fl.start", 1)
-@dataclass(frozen=True)
-class FLStart:
-    """Start a federated run: every node that accepts it trains ``rounds`` rounds of ``model``."""
-
-    run_id: str
-    """Random hex id chosen by the launcher; names the run in progress reports, used against replay."""
-    model: str
-    """A :data:`federated.models.MODEL_FACTORIES` name (``digits``...)."""
-    rounds: int
-    """Rounds to run (numbered 0..rounds-1)."""
-    strategy: str
-    """A :data:`federated.STRATEGIES` name."""
-    quorum: int
-    """Updates (own included) that close a round early."""
-    round_timeout_s: float
-    """Seconds after which a round closes with what arrived."""
-    malicious: int
-    """Byzantine updates Krum/MultiKrum/Bulyan tolerate."""
-    issued_ms: int
-    """Unix ms when the launcher signed it."""
-    expires_ms: int
-    """Unix ms after which nodes refuse it."""
-    start_ms: int
-    """Unix ms at which round 0 starts (gives every node time to subscribe to the model's topic)."""
-
-
-@wire.message("fl.ack", 1)
-@dataclass(frozen=True)
-class FLAck:
-    """A node's answer to a start command sent to it directly."""
-
-    run_id: str
-    peer_id: str
-    """The answering node (must be the envelope's author)."""
-    accepted: bool
-    """True when the node runs (or already runs) the run."""
-    reason: str
-    """``started``, ``running``, or why it refused (``disabled``, ``expired``, ``busy``...)."""
-
-
-@wire.message("fl.progress", 1)
-@dataclass(frozen=True)
-class FLProgress:
-    """One node's report after one round of a run."""
-
-    run_id: str
-    peer_id: str
-    """The reporting node (must be the envelope's author)."""
-    round: int
-    rounds: int
-    accuracy: float
-    """Accuracy of the aggregated model on the node's test data."""
-    loss: float
-    updates: int
-    """Updates aggregated this round (own included)."""
-    reason: str
-    """Why the round closed: ``quorum``, ``deadline`` or ``overtaken``."""
-    model_sha256: str
-    """Hash of the ONNX model hot-swapped into the node's registry (empty when it has none)."""
-
-
-class StartRefused(RemoteError):
-    """A start command this node will not run; ``reason`` is a short word for the ack."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-class StartGate:
-    """Which start commands a node accepts (sans-IO: the caller passes ``now_ms``)."""
-
-    def __init__(self, section: FLSection) -> None:
-        self.section = section
-        self._seen: dict[str, int] = {}  # run id -> expires_ms
-
-    def seen(self, run_id: str) -> bool:
-        return run_id in self._seen
-
-    def admit(self, author_id: str, start: FLStart, now_ms: int) -> None:
-        """Accept ``start`` (remember its run id) or raise :class:`StartRefused`."""
-        from federated import STRATEGIES
-        from federated.models import MODEL_FACTORIES
-
-        for run_id in [r for r, exp in self._seen.items() if exp + _SKEW_MS < now_ms]:
-            del self._seen[run_id]
-        sec = self.section
-        if not sec.enabled:
-            raise StartRefused("disabled")
-        if sec.controllers and author_id not in sec.controllers:
-            raise StartRefused("forbidden", f"{author_id} may not start runs")
-        if start.run_id in self._seen:
-            raise StartRefused("replay", start.run_id)
-        if start.expires_ms <= now_ms:
-            raise StartRefused("expired")
-        if start.issued_ms > now_ms + _SKEW_MS or start.expires_ms - start.issued_ms > MAX_START_TTL_MS:
-            raise StartRefused("bad-time", "issued in the future or lives too long")
-        if start.model not in MODEL_FACTORIES or start.strategy not in STRATEGIES:
-            raise StartRefused("unknown", f"model {start.model!r} or strategy {start.strategy!r}")
-        if not 1 <= start.rounds <= sec.max_rounds or start.quorum < 1 or start.malicious < 0:
-            raise StartRefused("bounds", f"rounds 1..{sec.max_rounds}, quorum >= 1")
-        if not 0 < start.round_timeout_s <= 3600:
-            raise StartRefused("bounds", "round_timeout_s in (0, 3600]")
-        need = _min_authors(start)
-        if start.quorum < need:
-            raise StartRefused("bounds", f"{start.strategy} tolerating {start.malicious} needs quorum >= {need}")
-        self._seen[start.run_id] = start.expires_ms
-
-
-def _min_authors(start: FLStart) -> int:
-    from federated import StrategyConfig
-    from federated.rounds import min_authors_for
-
-    return min_authors_for(StrategyConfig(start.strategy, num_malicious=start.malicious))
 
 
 def _seed_of(run_id: str) -> int:
@@ -212,6 +82,8 @@ class FLController:
         """Run id of the run in progress, if any."""
         self.results: dict[str, list[RoundDone]] = {}
         """Closed rounds (:class:`federated.RoundDone`) of every finished run, by run id."""
+        self.service: FederatedService | None = None
+        """The service of the run in progress, or of the last run (its ``engine.counters``, ``counters``)."""
         self.counters: dict[str, int] = {"started": 0, "refused": 0, "progress_sent": 0, "failed": 0}
         self.idle_counters: dict[str, int] = {"validator_rejected": 0}
         """Model updates refused on the model topics between runs (``refused_<reason>``)."""
@@ -233,8 +105,6 @@ class FLController:
         self._spawn(follow_gossip(t.subscribe(FL_PROGRESS_TOPIC), _ignore, log, "fl gossip"))
         # Model topics stay subscribed between runs: gossipsub refuses to re-graft a mesh for a
         # while after a peer leaves a topic, so a run right after another would lose updates.
-        from federated.models import MODEL_FACTORIES, make_model
-
         for model in sorted(MODEL_FACTORIES):
             # Between runs too, only well-formed updates of allowed trainers are relayed.
             check = TrainerCheck(g, self.section.trainers)
@@ -310,8 +180,6 @@ class FLController:
             if not member.has_role("trainer"):
                 raise StartRefused("forbidden", f"{author_id} lacks the trainer role")
         self.gate.admit(author_id, start, now)
-        from federated import FederatedError, RoundConfig, StrategyConfig
-
         sent: list[asyncio.Task[None]] = []
         hashes: list[str] = []
 
@@ -325,7 +193,7 @@ class FLController:
             rounds = RoundConfig(
                 quorum=start.quorum, round_timeout=start.round_timeout_s, max_rounds=start.rounds,
                 strategy=StrategyConfig(start.strategy, num_malicious=start.malicious),
-                rejoin_quorum=self.section.rejoin_quorum, min_authors=_min_authors(start),
+                rejoin_quorum=self.section.rejoin_quorum, min_authors=min_authors_of(start),
             )
             svc = FederatedService(
                 self.transport, self.identity, loader=make_loader(self.section, self.identity.peer_id),
@@ -338,14 +206,13 @@ class FLController:
             raise StartRefused("config", str(exc)) from exc
         svc.open()  # subscribe to the model's topic now, before round 0 starts anywhere
         self.active = start.run_id
+        self.service = svc
         self.counters["started"] += 1
         delay = min(max(0, start.start_ms - now), MAX_START_DELAY_MS) / 1000
         self._runs[start.run_id] = asyncio.ensure_future(self._run(start, svc, delay, sent))
         log.info("fl run started", extra={"run_id": start.run_id, "model": start.model, "rounds": start.rounds})
 
     async def _run(self, start: FLStart, svc: FederatedService, delay: float, sent: list[asyncio.Task[None]]) -> None:
-        from federated import FederatedError
-
         try:
             await asyncio.sleep(delay)  # scheduled start, not a wait for a condition
             history = await svc.run()
@@ -378,3 +245,38 @@ def _is_sealed_progress(_sender: str, data: bytes) -> bool:
     except RemoteError:
         return False
     return env.author_id == p.peer_id
+
+
+class _Chain(Protocol):
+    async def append(self, kind: str, body: bytes) -> object: ...
+
+
+class FLHost(Protocol):
+    """What :func:`node_controller` takes of a node (:class:`edgenode.node.Node` is one)."""
+
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def chain(self) -> _Chain: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def guard(self) -> SwarmGuard | None: ...
+
+
+def node_controller(node: FLHost, section: FLSection, *, registry: ModelSink | None = None) -> FLController:
+    """``node``'s FL controller, wired as ``edgenode run`` wires it.
+
+    Same transport (and so the same topics), identity, clock and swarm guard as the node;
+    each published update is noted in the node's own ledger chain; aggregated models go
+    to ``registry`` (the node's :class:`~edgenode.inference.ModelRegistry`; None: kept
+    only in memory).  Start it after the node, stop it before.
+    """
+    return FLController(node.transport, node.identity, section, registry=registry, note=node.chain.append,
+                        clock=node.clock, guard=node.guard)

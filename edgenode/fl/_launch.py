@@ -1,6 +1,6 @@
 """The launcher's side of a federated run on a swarm: send the start, gather progress.
 
-:class:`ProgressBook` (sans-IO) turns the nodes' :class:`~edgenode.fl_control.FLProgress`
+:class:`ProgressBook` (sans-IO) turns the nodes' :class:`~edgenode.fl.FLProgress`
 reports into one :class:`RoundSummary` per round (mean/median accuracy across nodes);
 :func:`launch` is the asyncio adapter over a started :class:`~edgenode.net.Transport`.
 """
@@ -16,10 +16,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from . import wire
-from .errors import RemoteError
-from .fl_control import FL_CONTROL_PROTOCOL, FL_CONTROL_TOPIC, FL_PROGRESS_TOPIC, FLAck, FLProgress, FLStart
-from .net import GossipMessage, NetError, Transport
+from .. import wire
+from ..errors import RemoteError
+from ..net import GossipMessage, NetError, Transport
+from ._messages import FL_CONTROL_PROTOCOL, FL_CONTROL_TOPIC, FL_PROGRESS_TOPIC, FLAck, FLProgress, FLStart
 
 __all__ = [
     "RoundSummary",
