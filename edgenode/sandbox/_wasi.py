@@ -32,6 +32,10 @@ class OutputSink:
         self.stderr: list[bytes] = []
         self._on_over = on_over
 
+    def detach(self) -> None:
+        """Forget ``on_over`` (the run is over: nothing left to stop)."""
+        self._on_over = _nothing
+
     def _write(self, into: list[bytes], data: bytes) -> int | None:
         if self.over:
             return -errno.EFBIG
@@ -73,3 +77,7 @@ def make_wasi(io: TaskIO, sink: OutputSink) -> wt.WasiConfig:
     if io.readonly_dir is not None:
         wasi.preopen_dir(str(io.readonly_dir), GUEST_DIR, fs_mutable=False)
     return wasi
+
+
+def _nothing() -> None:
+    return None
