@@ -9,29 +9,38 @@
   sends them again to other executors;
 * ``spam``: :func:`spam_burst` floods the advert and head topics with junk and
   with signed adverts that claim someone else's peer id;
-* ``poison`` lives in FL (:mod:`simnet._fl`): the node publishes noise as its update.
+* ``poison``: every model update the node's own FL controller publishes is replaced by
+  Gaussian noise (x :data:`POISON_SCALE`), re-signed with the node's key, so its peers'
+  validators accept it and only their aggregation strategy can resist it.
 
 Everything else is delegated untouched, so the node code under test is the real one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
 from collections import Counter, deque
 
+import numpy as np
+
 from edgenode import wire
 from edgenode.errors import EdgenodeError
+from edgenode.fl import FL_TOPIC_PREFIX, identity_verify
 from edgenode.identity import Identity
 from edgenode.net import Handler, NetError, Transport
 from edgenode.protocol import ADVERT_TOPIC, HEAD_TOPIC, TASK_PROTOCOL, Advert, Busy, LedgerHead, Receipt, Rejected
+from federated import FederatedError, decode_update, encode_update
 
 from ._wrap import DelegatingTransport
 
-__all__ = ["ByzantineTransport", "replay_specs", "spam_burst", "FORGED_OUTPUT"]
+__all__ = ["ByzantineTransport", "replay_specs", "spam_burst", "FORGED_OUTPUT", "POISON_SCALE"]
 
 FORGED_OUTPUT = b"forged by a byzantine executor\n"
+POISON_SCALE = 10.0
+"""Standard deviation of the noise a poisoned update carries in place of trained weights."""
 
 
 class ByzantineTransport(DelegatingTransport):
@@ -43,6 +52,7 @@ class ByzantineTransport(DelegatingTransport):
         self.behaviours: set[str] = set()
         self.counts: Counter[str] = Counter()
         self.captured: deque[bytes] = deque(maxlen=64)
+        self._rng = np.random.default_rng(int.from_bytes(identity.public_key[:8], "big"))
 
     # -- misbehaviour -------------------------------------------------------------
     def serve(self, protocol: str, handler: Handler) -> None:
@@ -59,6 +69,20 @@ class ByzantineTransport(DelegatingTransport):
             return resp
 
         self.inner.serve(protocol, evil)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        if "poison" in self.behaviours and topic.startswith(FL_TOPIC_PREFIX):
+            data = self._poison(data)
+        await self.inner.publish(topic, data)
+
+    def _poison(self, data: bytes) -> bytes:
+        try:
+            upd = decode_update(data, verify=identity_verify)
+        except FederatedError:
+            return data
+        noise = tuple((self._rng.standard_normal(w.shape) * POISON_SCALE).astype(np.float32) for w in upd.weights)
+        self.counts["poisoned_updates_sent"] += 1
+        return encode_update(dataclasses.replace(upd, weights=noise), self.identity)
 
     def _forge(self, resp: bytes) -> bytes:
         try:
