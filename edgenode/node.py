@@ -2,8 +2,10 @@
 
 The transport is injected, so the same :class:`Node` runs over real libp2p
 (``edgenode run``) and over the in-process network (tests, the simulator).
-Lifecycle: ``await node.start()`` ... ``await node.stop()``; stop finishes or
-answers "busy" to the work in flight and flushes the ledger.
+Lifecycle: ``await node.start()`` ... ``await node.stop()``; stop stops admitting,
+answers "busy" to queued work, finishes (or hands back) running work within the drain
+budget, flushes the ledger writer, leaves the network and closes the store.  A node is
+normally built and owned by :func:`edgenode.runtime.build_runtime`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from ledger import (
     ChainError,
@@ -50,9 +53,22 @@ from .protocol import (
 )
 from .scheduler import Admission, AdvertTable, make_bid
 from .security import SwarmGuard
-from .tasks import AdmissionHook, ChainWriter, Clock, Executor, InferEngine, ReplayStore, SystemClock, WasmEngine
+from .tasks import (
+    AdmissionHook,
+    ChainWriter,
+    Clock,
+    DrainReport,
+    Executor,
+    InferEngine,
+    ReplayStore,
+    SystemClock,
+    WasmEngine,
+)
 
-__all__ = ["Node", "NodeTiming"]
+__all__ = ["Node", "NodeTiming", "Spawn"]
+
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
+"""Starts a background task for the node (the runtime's task group); None: not started (stopping)."""
 
 log = logging.getLogger("edgenode.node")
 
@@ -106,6 +122,7 @@ class Node:
         replicate: bool = True,
         guard: SwarmGuard | None = None,
         replay_store: ReplayStore | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -130,6 +147,8 @@ class Node:
             tables=config.tables, replay_store=replay_store, ledger=config.ledger,
         )
         self._seq = 0
+        self._spawner = spawn
+        """Where background tasks start (None: loose tasks on the running loop, tracked here)."""
         self._tasks: set[asyncio.Future[None]] = set()
         """Background work in flight (finished ones leave the set)."""
         self._syncing: set[str] = set()
@@ -142,6 +161,10 @@ class Node:
         self._advert_sent_key: tuple[object, ...] = ()
         self._advert_sent_at = float("-inf")
         self.running = False
+        """True from :meth:`start` until :meth:`stop` (or :meth:`stop_admitting`) begins."""
+        self._phase = "new"
+        self.drained: DrainReport | None = None
+        """What the last :meth:`stop` did with the tasks in flight."""
 
     # -- lifecycle ------------------------------------------------------------------
     @classmethod
@@ -167,6 +190,7 @@ class Node:
 
     async def start(self, bootstrap: Sequence[str] = ()) -> None:
         """Start the transport, serve the protocols, follow the topics, dial ``bootstrap``."""
+        self._phase = "starting"
         await self.transport.start()
         await self.chain.head()
         t = self.transport
@@ -182,8 +206,9 @@ class Node:
             t.serve(LEDGER_PROTOCOL, g.guard_handler("request", self._handle_ledger))
         for topic, fn in ((ADVERT_TOPIC, self._on_advert), (WORK_TOPIC, self._on_offer), (HEAD_TOPIC, self._on_head)):
             t.set_validator(topic, _author_is_sender if g is None else g.gate(_author_is_sender))
-            self._spawn(follow_gossip(t.subscribe(topic), fn, log))
+            self._spawn(follow_gossip(t.subscribe(topic), _tolerant(fn), log))
         self.running = True
+        self._phase = "running"
         for addr in bootstrap:
             try:
                 await t.connect(addr)
@@ -197,35 +222,60 @@ class Node:
             self.metrics.serve(self.config.node.metrics_port)
         log.info("node started", extra={"peer_id": self.peer_id, "addrs": t.listen_addrs})
 
-    async def stop(self, close_store: bool = True) -> None:
-        """Finish (or refuse as busy) the work in flight, flush the ledger, leave the network."""
-        if not self.running:
-            return
+    def stop_admitting(self) -> None:
+        """First step of a stop: new tasks are answered busy, offers are not bid on."""
         self.running = False
-        await self.executor.drain(self.timing.drain_s)
-        await self.chain.flush()
-        with contextlib.suppress(NetError):
+        self.executor.closing = True
+
+    async def stop(self, close_store: bool = True) -> DrainReport | None:
+        """Stop, in this order: stop admitting; answer the queued tasks busy; finish the running ones
+        within ``timing.drain_s`` and hand back (busy) the rest; flush and close the ledger writer;
+        announce the final head; end the background tasks; leave the network; close the stores.
+
+        Every task admitted before gets an answer (a receipt whose entry is durable, or ``Busy``).
+        Returns what the drain did (None when the node was not started or is already stopped).
+        """
+        if self._phase in ("new", "stopping", "stopped"):
+            return None
+        self._phase = "stopping"
+        self.stop_admitting()
+        report = self.drained = await self.executor.drain(self.timing.drain_s)
+        await self.chain.close()
+        with contextlib.suppress(EdgenodeError, LedgerError):
             await self.announce_head()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._cancel_background()
         if self.guard is not None:
             await self.guard.stop()
-        await self.transport.stop()
+        with contextlib.suppress(NetError):
+            await self.transport.stop()
         self.metrics.close()
         if close_store:
             await self.executor.close()
             await self.store.close()
-        log.info("node stopped", extra={"peer_id": self.peer_id, "ledger_height": self.chain.height})
+        self._phase = "stopped"
+        log.info("node stopped", extra={"peer_id": self.peer_id, "ledger_height": self.chain.height,
+                                        "unqueued": report.unqueued, "handed_back": report.handed_back})
+        return report
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _cancel_background(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in tasks:
+            if self._spawner is None and not task.cancelled() and task.exception() is not None:
+                log.error("node task failed", exc_info=task.exception())  # a runtime's group reports its own
+        self._tasks.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._spawner is None:
+            task: asyncio.Future[None] | None = asyncio.ensure_future(coro)
+        else:
+            task = self._spawner(coro)
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     @property
     def background_tasks(self) -> int:
@@ -238,6 +288,8 @@ class Node:
                 await fn()
             except NetError as exc:
                 log.debug("periodic step failed", extra={"error": str(exc)})
+            except (EdgenodeError, LedgerError) as exc:  # e.g. the store failed: keep the loop, say so
+                log.warning("periodic step failed", extra={"error": str(exc)})
             await asyncio.sleep(period)
 
     # -- adverts --------------------------------------------------------------------
@@ -447,6 +499,21 @@ class Node:
             "ledger_height": self.chain.height,
             "executor": dict(self.executor.counts),
         }
+
+
+def _tolerant(fn: Callable[[GossipMessage], Awaitable[None]]) -> Callable[[GossipMessage], Awaitable[None]]:
+    """A gossip handler whose local failures (a publish that fails, a store that stops) drop the
+    message and keep the topic followed; peer faults (RemoteError) go on to :func:`follow_gossip`."""
+
+    async def handle(msg: GossipMessage) -> None:
+        try:
+            await fn(msg)
+        except RemoteError:
+            raise
+        except (EdgenodeError, LedgerError) as exc:
+            log.debug("gossip handling failed", extra={"sender": msg.sender, "error": str(exc)})
+
+    return handle
 
 
 def _author_is_sender(sender: str, data: bytes) -> bool:

@@ -137,7 +137,7 @@ class SqliteLedgerStore(LedgerStore):
         try:
             async with self._conn.execute(sql, params) as cur:
                 return list(await cur.fetchall())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:  # aiosqlite: ValueError("Connection closed")
             raise LedgerLocalError(f"ledger database {self.path}: {exc}") from exc
 
     async def _read_head(self, author: bytes) -> Entry | None:
@@ -181,7 +181,7 @@ class SqliteLedgerStore(LedgerStore):
             except BaseException:
                 await _all(self._conn, "ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise LedgerLocalError(f"ledger database {self.path}: write failed: {exc}") from exc
 
     async def _write_fork(self, proof: EquivocationProof) -> None:

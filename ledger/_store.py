@@ -213,6 +213,7 @@ class LedgerStore(ABC):
         self._check_open()
         proof.verify()
         async with self._lock:
+            self._check_open()
             await self._write_fork(proof)
 
     async def forks(self) -> list[EquivocationProof]:
@@ -221,10 +222,16 @@ class LedgerStore(ABC):
         return sorted(await self._read_forks(), key=lambda p: (p.author, p.seq))
 
     async def close(self) -> None:
-        """Close the store; later calls raise :class:`LedgerLocalError`. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await self._close()
+        """Close the store; later calls raise :class:`LedgerLocalError`. Idempotent.
+
+        Takes the write lock: a write in flight completes (or fails) first, and none starts after.
+        """
+        if self._closed:
+            return
+        async with self._lock:
+            if not self._closed:
+                self._closed = True
+                await self._close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -35,6 +35,7 @@ from edgenode.net import Transport
 from edgenode.net.p2p import P2PConfig, P2PTransport
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import ADVERT_TOPIC, HEAD_TOPIC, WORK_TOPIC
+from edgenode.runtime import Runtime, build_runtime
 from ledger import SqliteLedgerStore
 
 from ._audit import audit_own_chain
@@ -71,6 +72,7 @@ class _Group:
         self.root = Path(cfg["workdir"])
         self.root.mkdir(parents=True, exist_ok=True)
         self.engines = SharedEngines(self.root, models=bool(cfg["models"]))
+        self.runtimes: dict[int, Runtime] = {}
         self.nodes: dict[int, Node] = {}
         self.byz: dict[int, ByzantineTransport] = {}
         self.probes: list[asyncio.Task[None]] = []
@@ -102,19 +104,21 @@ class _Group:
             t = bz
         store = await SqliteLedgerStore.open(self.root / f"node{i:05d}.db", synchronous="NORMAL")
         models = [self.engines.digits_hash] if p["models"] and self.engines.digits_hash else []
-        node = Node(
+        rt = build_runtime(
             ident,
             NodeConfig(node=NodeSection(slots=p["slots"], queue=p["queue"], cost_class=p["cost_class"])),
             t,
             store,
-            NodeWasm(self.engines, p["speed"]),
-            NodeInfer(self.engines, models, p["providers"], p["speed"]),
+            sandbox=NodeWasm(self.engines, p["speed"]),
+            registry=NodeInfer(self.engines, models, p["providers"], p["speed"]),
             timing=NodeTiming(advert_s=self.cfg["advert_s"], head_s=HEAD_S, drain_s=5.0),
             replicate=self.cfg["replicate"],
+            fl=False,
         )
-        await node.start()
-        self.probes.append(asyncio.create_task(self._probe(node)))
-        return node
+        await rt.start()
+        self.runtimes[i] = rt
+        self.probes.append(asyncio.create_task(self._probe(rt.node)))
+        return rt.node
 
     async def _probe(self, node: Node) -> None:
         async for msg in node.transport.subscribe(PROBE_TOPIC):
@@ -160,10 +164,10 @@ class _Group:
 
     async def kill(self, nodes: list[int]) -> None:
         for i in nodes:
-            node = self.nodes.get(i)
-            if node is not None and node.running:
+            rt = self.runtimes.get(i)
+            if rt is not None and rt.running:
                 with contextlib.suppress(EdgenodeError):
-                    await node.stop()
+                    await rt.stop()
 
     async def restart(self, nodes: list[int]) -> None:
         for i in nodes:
@@ -217,9 +221,9 @@ class _Group:
     async def stop(self) -> None:
         for t in [*self.bg, *self.probes]:
             t.cancel()
-        for node in self.nodes.values():
+        for rt in self.runtimes.values():
             with contextlib.suppress(EdgenodeError):
-                await node.stop()
+                await rt.stop()
         self.engines.close()
 
 

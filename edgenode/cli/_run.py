@@ -16,16 +16,15 @@ from ledger import LEDGER_DB, LedgerError, SqliteLedgerStore
 
 from ..config import load_config
 from ..errors import LocalError
-from ..fl import FLController
 from ..identity import KEY_FILE, Identity
 from ..inference import ModelRegistry
 from ..metrics import setup_json_logging
 from ..net.p2p import P2PTransport
-from ..node import Node
+from ..runtime import build_runtime
 from ..sandbox import Sandbox
 from ..security import load_guard
 from ..tasks import REPLAY_DB, RegistryEngine, SqliteReplayStore, SystemClock
-from ._common import EXIT_OK, add_home, home_of
+from ._common import EXIT_ERROR, EXIT_OK, add_home, home_of
 
 __all__ = ["register"]
 
@@ -86,28 +85,29 @@ async def _run(args: argparse.Namespace) -> int:
                       models=registry)
     transport = P2PTransport(ident, listen=list(net.listen), bootstrap=list(net.bootstrap),
                              mdns=net.mdns, quic=net.transport == "quic")
-    node = Node(ident, cfg, transport, store, sandbox, RegistryEngine(registry), guard=guard, replay_store=replay)
-    fl = FLController(transport, ident, cfg.fl, registry=registry, note=node.chain.append, clock=node.clock,
-                      guard=guard)
+    runtime = build_runtime(ident, cfg, transport, store, sandbox=sandbox, registry=RegistryEngine(registry),
+                            models=registry, guard=guard, replay_store=replay)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await node.start()
-        await fl.start()  # federated runs: idles until a signed fl.start (answers "disabled" when off)
+        # the node, then the FL controller (idles until a signed fl.start; answers "disabled" when off)
+        await runtime.start()
         print(f"peer id {ident.peer_id}")
         if guard is not None:
             print(f"swarm {guard.swarm_id} member roles {','.join(guard.me.roles)}")
         for addr in transport.listen_addrs:
             print(f"listening {addr}")
-        if node.metrics.port is not None:
-            print(f"metrics http://127.0.0.1:{node.metrics.port}/metrics")
+        if runtime.node.metrics.port is not None:
+            print(f"metrics http://127.0.0.1:{runtime.node.metrics.port}/metrics")
         sys.stdout.flush()
-        await stop.wait()
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(runtime.wait())}
+        _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
     finally:
-        await fl.stop()
         with contextlib.suppress(RuntimeError):
-            await node.stop()
+            await runtime.stop()
         sandbox.close()
-    return EXIT_OK
+    return EXIT_OK if runtime.failure is None else EXIT_ERROR

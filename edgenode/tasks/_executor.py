@@ -14,6 +14,7 @@ import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ledger import MAX_BODY_BYTES
 
@@ -54,7 +55,7 @@ from ._chain import ChainWriter
 from ._ports import AdmissionHook, Clock, InferEngine, WasmEngine
 from ._replay import MemoryReplayStore, ReplayStore
 
-__all__ = ["Executor", "RESULT_CACHE"]
+__all__ = ["Executor", "RESULT_CACHE", "DrainReport", "STOPPING"]
 
 RESULT_CACHE = TablesSection.receipts
 """Receipts kept per (submitter, task id) by default: a repeated task is answered, not run (nor
@@ -63,6 +64,25 @@ _FORGET_EVERY_MS = 10_000
 """How often expired replay entries are deleted from the replay store."""
 
 log = logging.getLogger("edgenode.executor")
+
+STOPPING = "node stopping"
+"""Reason of the :class:`Busy` answer to a task refused, unqueued or handed back while the node stops."""
+LEDGER_FAILED = "ledger write failed"
+"""Reason of the :class:`Busy` answer to a task whose result could not be recorded (the store failed
+or closed): the submitter tries another executor."""
+_RETRY_MS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class DrainReport:
+    """What :meth:`Executor.drain` did with the tasks it found."""
+
+    finished: int = 0
+    """Tasks that ended on their own within the budget (receipt or refusal, as usual)."""
+    unqueued: int = 0
+    """Tasks still waiting for a slot: each answered ``Busy(node stopping)``."""
+    handed_back: int = 0
+    """Running tasks past the budget: cancelled, each answered ``Busy(node stopping)``."""
 
 
 class Executor:
@@ -112,6 +132,11 @@ class Executor:
         self._done_bytes = 0
         self._running: dict[tuple[bytes, str], asyncio.Future[bytes]] = {}
         self._inflight: set[asyncio.Task[bytes]] = set()
+        self._waiting: set[asyncio.Task[bytes]] = set()
+        """Admitted tasks waiting for a slot (queued)."""
+        self._recording: set[asyncio.Task[bytes]] = set()
+        """Tasks appending their result to the ledger: never cancelled (the entry may be on disk)."""
+        self._handing_back = False
         self.closing = False
 
     def capabilities(self) -> list[str]:
@@ -211,7 +236,7 @@ class Executor:
             return self._seal(Rejected(spec.task_id, str(exc)))
         if self.closing:
             self._refused("busy")
-            return self._seal(Busy(spec.task_id, "node stopping", 1000))
+            return self._seal(Busy(spec.task_id, STOPPING, _RETRY_MS))
         verdict = self.admission.offer(env.author_id, now)
         if isinstance(verdict, Refuse):
             self._refused("busy")
@@ -220,7 +245,8 @@ class Executor:
         self.replay.record(env.author, spec.nonce, spec.expires_ms)
         task = asyncio.create_task(self._run_admitted(sender, env, spec, grant))
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        self._waiting.add(task)
+        task.add_done_callback(self._forget_task)
         fut: asyncio.Future[bytes] = asyncio.ensure_future(task)
         self._running[key] = fut
         try:
@@ -289,40 +315,70 @@ class Executor:
             return why
         return None if self.hook is None else self.hook(env)
 
+    def _forget_task(self, task: asyncio.Task[bytes]) -> None:
+        self._inflight.discard(task)
+        self._waiting.discard(task)
+        self._recording.discard(task)
+
     async def _run_admitted(self, sender: str, env: wire.Envelope, spec: TaskSpec, grant: Grant | None) -> bytes:
+        """Run one admitted task; the sealed answer: a receipt, or ``Busy`` when the node stops
+        before it ran (or hands it back) or its result could not be recorded."""
         started = False
+        me = asyncio.current_task()
         try:
             async with self._slots:
+                self._waiting.discard(me)  # type: ignore[arg-type]
+                if self.closing:  # got a slot while the node stops: it does not start
+                    self.counts["unqueued"] += 1
+                    return self._seal(Busy(spec.task_id, STOPPING, _RETRY_MS))
                 self.admission.started()
                 started = True
-                t0 = self.clock.now_ms()
-                status, exit_code, output, stderr, fuel, wall = await self._execute(sender, spec, grant)
-                out_hash = hashlib.sha256(output).hexdigest()
-                s_hash = spec_hash(env.body)
-                record = TaskRecord(
-                    spec.task_id, s_hash, env.author_id, spec.kind, spec.module,
-                    hashlib.sha256(spec.input).hexdigest(), out_hash, status, exit_code, fuel,
-                )
-                appended = await self.chain.append(RESULT_KIND, wire.to_bytes(record))
-                if spec.policy.get(POLICY_LEDGER_PAYLOAD) == "1":
-                    await self._keep_payload(sender, spec, output)
-                receipt = Receipt(
-                    spec.task_id, s_hash, status, exit_code, self._seal_output(env, spec, output), out_hash,
-                    stderr, fuel, wall, appended.entry.to_bytes(),
-                    b"" if appended.prev is None else appended.prev.to_bytes(with_body=False),
-                    {} if grant is None else grant.as_dict(),
-                )
-                sealed = self._seal(receipt)
-                self._cache_receipt((env.author, spec.task_id), sealed)
-                self.counts[f"status:{status}"] += 1
-                if self.on_done is not None:
-                    self.on_done(spec.kind, status, float(self.clock.now_ms() - t0))
-                return sealed
+                return await self._run_in_slot(sender, env, spec, grant, me)
+        except asyncio.CancelledError:
+            if not self._handing_back or me is None:
+                raise
+            me.uncancel()  # cancelled by drain(): answer the submitter instead of leaving it waiting
+            self.counts["handed_back" if started else "unqueued"] += 1
+            return self._seal(Busy(spec.task_id, STOPPING, _RETRY_MS))
         finally:
             if started:
                 self.admission.finished()
             else:
                 self.admission.abandoned()
+
+    async def _run_in_slot(
+        self, sender: str, env: wire.Envelope, spec: TaskSpec, grant: Grant | None, me: asyncio.Task[Any] | None
+    ) -> bytes:
+        t0 = self.clock.now_ms()
+        status, exit_code, output, stderr, fuel, wall = await self._execute(sender, spec, grant)
+        out_hash = hashlib.sha256(output).hexdigest()
+        s_hash = spec_hash(env.body)
+        record = TaskRecord(
+            spec.task_id, s_hash, env.author_id, spec.kind, spec.module,
+            hashlib.sha256(spec.input).hexdigest(), out_hash, status, exit_code, fuel,
+        )  # fmt: skip
+        if me is not None:
+            self._recording.add(me)  # type: ignore[arg-type]
+        try:
+            appended = await self.chain.append(RESULT_KIND, wire.to_bytes(record))
+        except EdgenodeError as exc:
+            log.warning("task result not recorded", extra={"task_id": spec.task_id, "error": str(exc)})
+            self.counts["ledger_failed"] += 1
+            return self._seal(Busy(spec.task_id, LEDGER_FAILED, _RETRY_MS))
+        if spec.policy.get(POLICY_LEDGER_PAYLOAD) == "1":
+            await self._keep_payload(sender, spec, output)
+        receipt = Receipt(
+            spec.task_id, s_hash, status, exit_code, self._seal_output(env, spec, output), out_hash,
+            stderr, fuel, wall, appended.entry.to_bytes(),
+            b"" if appended.prev is None else appended.prev.to_bytes(with_body=False),
+            {} if grant is None else grant.as_dict(),
+        )  # fmt: skip
+        sealed = self._seal(receipt)
+        self._cache_receipt((env.author, spec.task_id), sealed)
+        self.counts[f"status:{status}"] += 1
+        if self.on_done is not None:
+            self.on_done(spec.kind, status, float(self.clock.now_ms() - t0))
+        return sealed
 
     async def _keep_payload(self, sender: str, spec: TaskSpec, output: bytes) -> None:
         """The plaintext input and output into the ledger (the spec asked for it), only under a grant
@@ -334,7 +390,11 @@ class Executor:
             self.counts[why] += 1
             log.info("task payload not kept", extra={"task_id": spec.task_id, "reason": why, "bytes": len(body)})
             return
-        await self.chain.append(PAYLOAD_KIND, body)
+        try:
+            await self.chain.append(PAYLOAD_KIND, body)
+        except EdgenodeError as exc:  # the result is recorded; only the payload is missing
+            self.counts["payload_failed"] += 1
+            log.warning("task payload not recorded", extra={"task_id": spec.task_id, "error": str(exc)})
 
     def _payload_refusal(self, sender: str, size: int) -> str | None:
         rule = self.ledger
@@ -389,11 +449,34 @@ class Executor:
             return "error", -1, b"", _failure("run failed", spec, exc), 0, 0.0
         return str(res.status), res.exit_code, res.stdout, res.stderr, res.fuel_used, res.wall_ms
 
-    async def drain(self, timeout: float) -> None:
-        """Stop taking work and wait (at most ``timeout`` s) for the tasks in flight."""
+    async def drain(self, timeout: float) -> DrainReport:
+        """Stop taking work; answer the queued tasks ``Busy(node stopping)`` at once; wait (at most
+        ``timeout`` s) for the running ones, then hand back (cancel, answer busy) those still running.
+
+        A task already appending its result is never cancelled: it ends when the ledger write does
+        (the writer answers every append).  When this returns, every admitted task has answered.
+        """
         self.closing = True
+        self._handing_back = True
+        queued = list(self._waiting)
+        for task in queued:
+            task.cancel()
+        before = len(self._inflight) - len(queued)
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=timeout)
+        late = [t for t in self._inflight if t not in self._recording]
+        for task in late:
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout)
+        stuck = list(self._inflight)  # ledger writes past a second budget: the store hangs
+        for task in stuck:
+            task.cancel()
+        if stuck:
+            log.warning("ledger writes still in flight at stop", extra={"tasks": len(stuck)})
+            await asyncio.wait(stuck)
+        handed = len(late) + len(stuck)
+        return DrainReport(finished=max(0, before - handed), unqueued=len(queued), handed_back=handed)
 
 
 def _failure(what: str, spec: TaskSpec, exc: EdgenodeError) -> bytes:

@@ -14,6 +14,7 @@ from edgenode.config import NodeConfig, NodeSection
 from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node, NodeTiming
+from edgenode.runtime import Runtime, build_runtime
 from edgenode.sandbox import Sandbox
 from edgenode.tasks import Clock, Submitter, SystemClock
 from ledger import SqliteLedgerStore
@@ -39,6 +40,7 @@ class Swarm:
     nodes: list[Node]
     home: Path
     sandbox: Sandbox
+    runtimes: list[Runtime] = field(default_factory=list)
     clients: list[Submitter] = field(default_factory=list)
 
     def node(self, peer: str) -> Node:
@@ -64,7 +66,7 @@ async def swarm_factory(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[Swarm
 
     async def make(n: int = 3, *, slots: int = 2, queue: int = 16, sqlite: bool = True, infer: Any = None) -> Swarm:
         net = MemNetwork(seed=len(made))
-        nodes = []
+        runtimes = []
         for i in range(n):
             ident = Identity.generate()
             cfg = NodeConfig(node=NodeSection(slots=slots, queue=queue))
@@ -75,13 +77,13 @@ async def swarm_factory(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[Swarm
                 from ledger import MemoryLedgerStore
 
                 store = MemoryLedgerStore()
-            node = Node(ident, cfg, net.add_node(ident), store, sandbox, infer,
-                        timing=NodeTiming(advert_s=0.2, head_s=0.2))
-            nodes.append(node)
-        for node in nodes:
-            await node.start()
-        net.full_mesh([n.peer_id for n in nodes])
-        sw = Swarm(net, nodes, tmp_path, sandbox)
+            rt = build_runtime(ident, cfg, net.add_node(ident), store, sandbox=sandbox, registry=infer,
+                               timing=NodeTiming(advert_s=0.2, head_s=0.2), fl=False)
+            runtimes.append(rt)
+        for rt in runtimes:
+            await rt.start()
+        net.full_mesh([rt.peer_id for rt in runtimes])
+        sw = Swarm(net, [rt.node for rt in runtimes], tmp_path, sandbox, runtimes)
         made.append(sw)
         return sw
 
@@ -90,5 +92,5 @@ async def swarm_factory(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[Swarm
         for c in sw.clients:
             await c.close()
             await c.transport.stop()
-        for node in sw.nodes:
-            await node.stop()
+        for rt in sw.runtimes:
+            await rt.stop()

@@ -14,6 +14,7 @@ from edgenode.config import NodeConfig, NodeSection
 from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node, NodeTiming
+from edgenode.runtime import Runtime, build_runtime
 from edgenode.sandbox import Sandbox
 from edgenode.security import AbuseConfig, AbuseGuard, LocalPolicy, SwarmGuard, issue_certificate
 from edgenode.tasks import Submitter, SystemClock
@@ -43,6 +44,7 @@ class Swarm:
     admin: Identity
     nodes: list[Node]
     serial: int = 100
+    runtimes: list[Runtime] = field(default_factory=list)
     clients: list[Submitter] = field(default_factory=list)
 
     def cert(self, who: Identity, roles: tuple[str, ...], *, admin: Identity | None = None,
@@ -91,11 +93,12 @@ async def swarm_factory(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[Swarm
             guard = SwarmGuard(ident, sw.cert(ident, ("executor",)), now_ms, swarm=admin.public_key,
                                policy=policy, abuse=AbuseGuard(abuse) if abuse else None)
             store = await SqliteLedgerStore.open(tmp_path / f"s{len(made)}_{i}.db", synchronous="NORMAL")
-            node = Node(ident, NodeConfig(node=NodeSection(slots=2, queue=16)), net.add_node(ident), store,
-                        sandbox, None, timing=NodeTiming(advert_s=0.2, head_s=0.2), guard=guard)
-            sw.nodes.append(node)
-        for node in sw.nodes:
-            await node.start()
+            rt = build_runtime(ident, NodeConfig(node=NodeSection(slots=2, queue=16)), net.add_node(ident), store,
+                               sandbox=sandbox, timing=NodeTiming(advert_s=0.2, head_s=0.2), guard=guard, fl=False)
+            sw.runtimes.append(rt)
+            sw.nodes.append(rt.node)
+        for rt in sw.runtimes:
+            await rt.start()
         net.full_mesh([x.peer_id for x in sw.nodes])
         for node in sw.nodes:
             for other in sw.nodes:
@@ -111,5 +114,5 @@ async def swarm_factory(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[Swarm
             await c.close()
             if not c.transport.stopped:  # type: ignore[attr-defined]
                 await c.transport.stop()
-        for node in sw.nodes:
-            await node.stop()
+        for rt in sw.runtimes:
+            await rt.stop()
