@@ -284,7 +284,10 @@ def from_table(cls: type[T], table: dict[str, Any], where: str = "config") -> T:
     if unknown:
         raise LocalError(f"{where}: unknown keys {sorted(unknown)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in table.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a section's own checks (e.g. [sandbox] limits): a one-line config error
+        raise LocalError(f"{where}: {exc}") from exc
 
 
 def load_config(home: Path) -> NodeConfig:

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ledger
-from ledger import LEDGER_DB, Entry, LedgerStore, SqliteLedgerStore, VerifyReport
+from ledger import LEDGER_DB, Entry, LedgerStore, MemoryLedgerStore, SqliteLedgerStore, VerifyReport
 
 from ..errors import LocalError, RemoteError
-from ..identity import peer_id_from_public_key
+from ..identity import KEY_FILE, peer_id_from_public_key
 from ._common import EXIT_OK, EXIT_REMOTE, add_home, fail, home_of, print_json
 
 __all__ = ["register", "LEDGER_DB", "entry_json"]
@@ -61,11 +61,20 @@ def entry_json(entry: Entry, *, with_body: bool = True) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, action: Callable[[LedgerStore], Awaitable[int]]) -> int:
-    """Open the database read-only, run ``action``, translate ledger errors into edgenode's."""
-    path = home_of(args) / LEDGER_DB
+    """Open the database read-only, run ``action``, translate ledger errors into edgenode's.
+
+    An initialised home without a ledger database yet (no task recorded) holds an empty ledger,
+    which is a valid one: ``action`` then runs on an empty store.
+    """
+    home = home_of(args)
+    path = home / LEDGER_DB
 
     async def go() -> int:
-        store = await SqliteLedgerStore.open(path, readonly=True)
+        store: LedgerStore
+        if not path.exists() and (home / KEY_FILE).is_file():
+            store = MemoryLedgerStore()
+        else:
+            store = await SqliteLedgerStore.open(path, readonly=True)
         try:
             return await action(store)
         finally:
@@ -95,6 +104,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         forks = [{"author": _peer(p.author), "seq": p.seq} for p in await store.forks()]
         if args.json:
             print_json({"chains": rows, "forks": forks})
+            return EXIT_OK
+        if not rows and not forks:
+            print(f"the ledger is empty ({home_of(args) / LEDGER_DB}: no entries yet)")
             return EXIT_OK
         print(f"{len(rows)} chain(s) in {home_of(args) / LEDGER_DB}")
         for r in rows:
@@ -134,6 +146,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = await ledger.verify_store(store)
         if args.json:
             print_json(_report_json(report))
+        elif report.ok and report.entries == 0 and not report.authors:
+            print("ok: the ledger is empty (0 entries)")
         elif report.ok:
             print(f"ok: {report.entries} entries in {len(report.authors)} chain(s) verify")
         for problem in report.integrity:

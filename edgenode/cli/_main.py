@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        return _pipe_closed()
     except RemoteError as exc:
         return fail(str(exc), EXIT_REMOTE)
     except EdgenodeError as exc:
@@ -50,3 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _pipe_closed() -> int:
+    """The reader of stdout went away (``edgenode ledger export | head -1``): exit quietly.
+
+    As the Python docs recommend (signal module, "Note on SIGPIPE"): point stdout at devnull so
+    that the interpreter's final flush does not raise again, and exit with 1 like Python does.
+    """
+    with contextlib.suppress(OSError, ValueError):  # stdout without a descriptor (captured in tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_ERROR
