@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgenode.config import NodeConfig, NodeSection
 from edgenode.errors import EdgenodeError
+from edgenode.fl import FLController
 from edgenode.identity import Identity
 from edgenode.net import GossipMessage, NetError, Transport
 from edgenode.net.memnet import LinkSpec, MemNetwork
@@ -37,6 +38,7 @@ from edgenode.protocol import (
     TaskLimits,
     TaskTimeout,
 )
+from edgenode.runtime import Runtime, build_runtime
 from edgenode.tasks import Submitter
 from edgenode.tasks import TaskRequest as NodeTaskRequest
 from ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore
@@ -47,7 +49,7 @@ from ._byzantine import ByzantineTransport, replay_specs, spam_burst
 from ._engines import NodeInfer, NodeWasm, SharedEngines, expected_output, task_shape
 from ._errors import SimnetError
 from ._faults import FaultAction, FaultSchedule
-from ._fl import FLParticipant, centralized_accuracy, run_gossip_fl
+from ._federated import centralized_accuracy, fl_start, launch_fl, node_fl_section
 from ._scenario import FLSection, LinkClass, Scenario
 from ._wrap import CURRENT_TASK, QuietTransport, RecordingTransport
 
@@ -100,12 +102,13 @@ class MemSwarm(SwarmBackend):
         self.profiles = assign_profiles(scenario)
         self.rng = random.Random(sw.seed ^ 0x51AB)
         self.net = MemNetwork(sw.seed, gossip_degree=6)
+        self.runtimes: list[Runtime] = []
         self.nodes: list[Node] = []
         self.ids: list[str] = []
         self.byz: dict[int, ByzantineTransport] = {}
         self.submitters: list[Submitter] = []
         self.recorders: list[RecordingTransport] = []
-        self.fl_parts: dict[int, FLParticipant] = {}
+        self._launcher: Transport | None = None
         self.faulted: set[int] = set()
         self._bg: list[asyncio.Task[None]] = []
         self._on_probe: Callable[[str, str], None] | None = None
@@ -165,15 +168,19 @@ class MemSwarm(SwarmBackend):
                 self.byz[i] = bz
                 t = bz
             models = [eng.digits_hash] if "digits" in prof.models and eng.digits_hash else []
-            cfg = NodeConfig(node=NodeSection(slots=prof.slots, queue=prof.queue, cost_class=prof.cost_class))
-            node = Node(
+            cfg = NodeConfig(
+                node=NodeSection(slots=prof.slots, queue=prof.queue, cost_class=prof.cost_class),
+                fl=node_fl_section(self.sc.fl, i, sw.seed),
+            )
+            runtime = build_runtime(
                 ident, cfg, t, await self._store(i, root),
-                NodeWasm(eng, prof.speed), NodeInfer(eng, models, list(prof.providers), prof.speed),
-                timing=timing, replicate=sw.replicate,
+                sandbox=NodeWasm(eng, prof.speed), registry=NodeInfer(eng, models, list(prof.providers), prof.speed),
+                timing=timing, replicate=sw.replicate, fl=self.sc.fl.enabled,
             )  # fmt: skip
-            self.nodes.append(node)
+            self.runtimes.append(runtime)
+            self.nodes.append(runtime.node)
             self.ids.append(ident.peer_id)
-        await asyncio.gather(*(n.start() for n in self.nodes))
+        await asyncio.gather(*(r.start() for r in self.runtimes))
         self.net.connect_random(4, self.ids)
         for i, node in enumerate(self.nodes):
             self._bg.append(asyncio.create_task(self._probe_reader(node.transport.subscribe(PROBE_TOPIC), i)))
@@ -205,11 +212,15 @@ class MemSwarm(SwarmBackend):
         self._bg.clear()
         for sub in self.submitters:
             await sub.close()
+        if self._launcher is not None:
+            with contextlib.suppress(EdgenodeError):
+                await self._launcher.stop()
+            self._launcher = None
         for pid in self.ids:
             if not self.net.is_up(pid):
                 with contextlib.suppress(EdgenodeError):
                     self.net.restart(pid)  # a crashed node restarts to shut down cleanly
-        await asyncio.gather(*(self._stop_node(n) for n in self.nodes))
+        await asyncio.gather(*(self._stop_node(r) for r in self.runtimes))
         for rt in self.recorders:
             with contextlib.suppress(EdgenodeError):
                 await rt.stop()
@@ -221,9 +232,9 @@ class MemSwarm(SwarmBackend):
             self._tmp = None
 
     @staticmethod
-    async def _stop_node(node: Node) -> None:
+    async def _stop_node(runtime: Runtime) -> None:
         with contextlib.suppress(EdgenodeError):
-            await node.stop()
+            await runtime.stop()
 
     # -- workload -------------------------------------------------------------------------
     async def submit(self, req: TaskRequest) -> TaskOutcome:
@@ -321,9 +332,7 @@ class MemSwarm(SwarmBackend):
         elif kind == "byzantine":
             for i in action.nodes:
                 self.byz[i].behaviours.add(action.behaviour)
-                if action.behaviour == "poison" and i in self.fl_parts:
-                    self.fl_parts[i].poisoned = True
-                elif action.behaviour == "spam":
+                if action.behaviour == "spam":
                     self._bg.append(asyncio.create_task(self._spam(self.byz[i])))
                 elif action.behaviour == "replay":
                     self._bg.append(asyncio.create_task(self._replay(self.byz[i])))
@@ -362,13 +371,23 @@ class MemSwarm(SwarmBackend):
         return len(live) - 1
 
     # -- FL -------------------------------------------------------------------------------
+    @property
+    def fl(self) -> list[FLController]:
+        """The nodes' FL controllers (every node hosts one when the scenario runs FL)."""
+        return [r.fl for r in self.runtimes if r.fl is not None]
+
     async def run_fl(self, fl: FLSection, on_round: Callable[[FLRound], None]) -> float | None:
+        """Launch one run on the nodes' controllers from a launcher peer, as `edgenode fl start` does."""
         central = await asyncio.to_thread(centralized_accuracy, fl, self.sc.swarm.seed)
-        for i in range(fl.participants):
-            node = self.nodes[i]
-            bad = i in self.byz and "poison" in self.byz[i].behaviours
-            self.fl_parts[i] = FLParticipant(node.identity, node.transport, node.chain, poisoned=bad)
-        await run_gossip_fl(fl, [self.fl_parts[i] for i in range(fl.participants)], self.sc.swarm.seed, on_round)
+        ident = _identity(self.sc.swarm.seed, "fl-launcher", 0)
+        self._launcher = launcher = self.net.add_node(ident, node_class=self._submitter_class())
+        await launcher.start()
+        peers = self.ids[: fl.participants]
+        for pid in peers:
+            self.net.wire(ident.peer_id, pid)
+        poisoned = len(self.schedule.byzantine_nodes("poison") & set(range(fl.participants)))
+        start = fl_start(fl, self.sc.swarm.seed, self.nodes[0].clock.now_ms(), malicious=poisoned)
+        await launch_fl(start, launcher, ident, peers, self.fl, on_round)
         return central
 
     # -- the end ----------------------------------------------------------------------------
