@@ -16,6 +16,7 @@ from pathlib import Path
 import nacl.exceptions
 import nacl.signing
 
+from ._files import fsync_dir
 from .errors import LocalError, SignatureError
 
 __all__ = ["Identity", "peer_id_from_public_key", "public_key_from_peer_id", "verify", "KEY_FILE"]
@@ -72,20 +73,6 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     if len(raw) != len(prefix) + 32 or not raw.startswith(prefix):
         raise LocalError(f"not an Ed25519 peer id: {peer_id!r}")
     return raw[len(prefix) :]
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or link in ``directory`` durable (best effort where directories cannot be opened)."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def verify(public_key: bytes, data: bytes, signature: bytes) -> None:
@@ -167,7 +154,7 @@ class Identity:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> Identity:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .._files import write_atomic
 from ._config import InferenceConfig
 from ._errors import InferenceFailed, InferenceInputError, InvalidModel, UnknownModel
 from ._providers import choose_providers
@@ -43,36 +43,6 @@ _ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 def is_model_hash(ref: str) -> bool:
     """True when ``ref`` looks like a sha256 hex digest."""
     return _HASH_RE.fullmatch(ref) is not None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # some filesystems do not open directories; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # advisory on some filesystems
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a power cut leaves the old bytes or the new ones."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -201,7 +171,7 @@ class ModelRegistry:
             return h
         loaded = self._load(data, h)
         try:
-            _write_atomic(self.path(h), data)
+            write_atomic(self.path(h), data)
         except OSError as exc:
             raise InferenceFailed(f"cannot store model {h[:12]}: {exc.strerror}") from exc
         self._remember(h, loaded)
@@ -360,6 +330,6 @@ class ModelRegistry:
     def _write_aliases(self) -> None:
         data = json.dumps(self._aliases, sort_keys=True, indent=1).encode()
         try:
-            _write_atomic(self.root / _ALIASES, data)
+            write_atomic(self.root / _ALIASES, data)
         except OSError as exc:
             raise InferenceFailed(f"cannot write {self.root / _ALIASES}: {exc.strerror}") from exc

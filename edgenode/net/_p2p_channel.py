@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -37,6 +37,7 @@ from ._p2p_frame import (
     encode_mux,
     encode_request,
 )
+from ._p2p_util import close_quietly, reset_quietly
 
 __all__ = [
     "ClientChannel",
@@ -140,7 +141,7 @@ class ClientChannel:
         except DecodeError as exc:
             why = f"malformed channel frame: {exc}"
             self._counters.add("requests_bad")
-            await _reset(self._stream)
+            await reset_quietly(self._stream)
         except Exception as exc:  # EOF, reset, connection lost: py-libp2p raises many types
             why = f"channel broke: {type(exc).__name__}"
         finally:
@@ -196,7 +197,7 @@ class ClientChannel:
                         self._why = f"write failed: {type(exc).__name__}"
                 if not ok:
                     self._fail_all(self._why or "write timed out")
-                    await _reset(self._stream)
+                    await reset_quietly(self._stream)
                     raise ChannelClosed(f"channel to {self.peer} closed: {self._why}", sent=False)
 
     async def aclose(self) -> None:
@@ -301,18 +302,4 @@ async def serve_channel(
             # the requester half-closed (or broke): finish what is running, then close
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-            await (_reset(stream) if broken else _close(stream))
-
-
-async def _close(stream: Any) -> None:
-    try:
-        await stream.close()
-    except Exception as exc:  # already closed or reset by the peer
-        logger.debug("closing a stream: %r", exc)
-
-
-async def _reset(stream: Any) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:  # already gone
-        logger.debug("resetting a stream: %r", exc)
+            await (reset_quietly(stream) if broken else close_quietly(stream))

@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from .._files import fsync_dir, write_atomic
 from ..errors import LocalError
 
 __all__ = ["ModuleCache", "is_sha256_hex", "KEY_FILE", "write_atomic"]
@@ -42,39 +43,6 @@ log = logging.getLogger("edgenode.sandbox")
 def is_sha256_hex(name: str) -> bool:
     """True for exactly 64 lower-case hex digits: the only names that may become cache paths."""
     return _HEX64.fullmatch(name) is not None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # some filesystems do not open directories; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # fsync of a directory is advisory on some filesystems
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: temp file in the same directory, fsync, rename, fsync the directory.
-
-    After a power cut the file holds the old bytes or the new ones, never a mix or nothing.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # already renamed or gone
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _load_key(path: Path) -> bytes:
@@ -106,7 +74,7 @@ def _load_key(path: Path) -> bytes:
     finally:
         with contextlib.suppress(FileNotFoundError):  # renamed into place
             os.unlink(tmp)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return key
 
 
