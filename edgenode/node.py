@@ -19,13 +19,13 @@ from typing import Any
 
 from ledger import (
     ChainError,
-    Entry,
+    ChainPull,
     LedgerError,
     LedgerStore,
     MemoryLedgerStore,
     WitnessTable,
-    entry_size,
-    take_within,
+    read_range,
+    stored_bytes,
 )
 
 from . import wire
@@ -73,8 +73,7 @@ Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
 log = logging.getLogger("edgenode.node")
 
 _MAX_SYNC_BATCH = 512
-_RANGE_CHUNK = 8
-"""Entries read from the store at a time while filling a range answer up to its byte budget."""
+"""Most entries in one range answer (and asked for in one request)."""
 
 
 class NodeTiming:
@@ -405,90 +404,55 @@ class Node:
     async def sync_from(self, peer: str, height: int | None = None) -> int:
         """Fetch ``peer``'s chain (up to ``height``) into the store; return how many entries were new.
 
-        The store checks every link; a validly signed second entry at a stored seq is
-        an equivocation: the proof is kept, counted, and ``ChainError(reason="fork")`` raised.
-        Batches may be cut by the peer's byte budget: the next range follows until ``height``
-        (or an empty answer).  A witnessed peer's chain stops at ``[ledger] witness_max_bytes``:
-        what fits is kept, the peer loses its slot and is counted (``witness_budget``).
+        The decisions are :class:`ledger.ChainPull`'s (which range next, what to store, when to
+        stop); this method moves the bytes and calls the store.  The store checks every link; a
+        validly signed second entry at a stored seq is an equivocation: the proof is kept,
+        counted, and ``ChainError(reason="fork")`` raised.  Batches may be cut by the peer's byte
+        budget: the next range follows until ``height`` (or an empty answer).  A witnessed peer's
+        chain stops at ``[ledger] witness_max_bytes``: what fits is kept, the peer loses its slot
+        and is counted (``witness_budget``).  A gap, another author's or undecodable entries, or
+        an answer with nothing new is a :class:`RemoteError`.
         """
         author = public_key_from_peer_id(peer)
         have = await self.store.head(author)
-        start = 1 if have is None else have.seq + 1
-        added = 0
+        held = 0 if have is None else have.seq
         budget = self.witnesses if peer in self.witnesses else None
         if budget is not None and not budget.known(peer):
-            budget.seed(peer, await self._stored_bytes(author, start - 1, budget.budget_bytes))
-        while height is None or start <= height:
-            req = wire.seal(self.identity, LedgerRange(start, _MAX_SYNC_BATCH))
+            budget.seed(peer, await stored_bytes(self.store, author, held, budget.budget_bytes))
+        pull = ChainPull(author, held, height, max_batch=_MAX_SYNC_BATCH, witness=budget, peer=peer)
+        added = 0
+        while (rng := pull.next_range()) is not None:
+            req = wire.seal(self.identity, LedgerRange(rng.start, rng.end - rng.start + 1))
             resp = await self.transport.request(peer, LEDGER_PROTOCOL, req, timeout=10.0)
             env, batch = wire.open_as(LedgerEntries, resp)
             if env.author != author:
                 raise RemoteError(f"{peer} answered a ledger range with someone else's signature")
+            step = pull.on_answer(batch.entries)
             try:
-                entries = [Entry.from_bytes(b) for b in batch.entries]
-            except LedgerError as exc:
-                raise RemoteError(f"{peer} sent undecodable entries: {exc}") from exc
-            if not entries:
-                break
-            if any(e.author != author for e in entries):
-                raise RemoteError(f"{peer} sent another author's entries")
-            if any(e.seq != entries[0].seq + i for i, e in enumerate(entries)):
-                raise RemoteError(f"{peer} answered range {start} with a gap")
-            full = False
-            if budget is not None:
-                fit = take_within(entries, budget.room(peer), at_least_one=False)
-                full, entries = len(fit) < len(entries), fit
-            try:
-                added += await self.store.append_many(entries) if entries else 0
+                added += await self.store.append_many(list(step.store)) if step.store else 0
             except ChainError as exc:
                 if exc.reason == "fork":
                     self.metrics.forks.inc()
                 raise
-            if budget is not None:
-                budget.charge(peer, sum(entry_size(e) for e in entries))
-            if full:
-                assert budget is not None
-                budget.exhaust(peer)
+            pull.stored(step)
+            if step.error is not None:
+                raise RemoteError(f"{peer} {step.error}")
+            if step.over_budget:
                 self.ledger_refusals["witness_budget"] += 1
-                log.info("witnessed chain over budget", extra={"peer": peer, "bytes": budget.budget_bytes})
-                break
-            if entries[-1].seq < start:  # a stored overlap checked (forks raise above), nothing new
-                raise RemoteError(f"{peer} answered range {start} with older entries only")
-            start = entries[-1].seq + 1
+                log.info("witnessed chain over budget", extra={"peer": peer, "bytes": self.witnesses.budget_bytes})
         self.metrics.replicated.set(max(0, len(await self.store.authors()) - 1))
         return added
 
-    async def _stored_bytes(self, author: bytes, upto: int, cap: int) -> int:
-        """Bytes of ``author``'s stored entries 1..``upto``, counted until they pass ``cap``."""
-        total, seq = 0, 1
-        while seq <= upto and total <= cap:
-            chunk = await self.store.range(author, seq, min(upto, seq + _RANGE_CHUNK - 1))
-            if not chunk:
-                break
-            total += sum(entry_size(e) for e in chunk)
-            seq = chunk[-1].seq + 1
-        return total
-
     async def _handle_ledger(self, sender: str, data: bytes) -> bytes:
-        """Answer a range of this node's chain: at most ``_MAX_SYNC_BATCH`` entries and
-        ``[ledger] range_max_bytes`` bytes, but always at least one entry (the asker goes on)."""
+        """Answer a range of this node's chain (:func:`ledger.read_range`): at most
+        ``_MAX_SYNC_BATCH`` entries and ``[ledger] range_max_bytes`` bytes, but always at least
+        one entry (the asker goes on)."""
         _env, rng = wire.open_as(LedgerRange, data)
-        limit = max(0, min(rng.limit, _MAX_SYNC_BATCH))
-        room = self.config.ledger.range_max_bytes
-        seq, end = max(1, rng.start), rng.start + limit - 1
-        out: list[Entry] = []
-        while seq <= end:
-            chunk = await self.store.range(self.identity.public_key, seq, min(end, seq + _RANGE_CHUNK - 1))
-            if not chunk:
-                break
-            part = take_within(chunk, room, at_least_one=not out)
-            out += part
-            room -= sum(entry_size(e) for e in part)
-            if len(part) < len(chunk):
-                self.ledger_refusals["range_cut"] += 1
-                break
-            seq = chunk[-1].seq + 1
-        return wire.seal(self.identity, LedgerEntries(tuple(e.to_bytes() for e in out)))
+        answer = await read_range(self.store, self.identity.public_key, rng.start, rng.limit,
+                                  max_entries=_MAX_SYNC_BATCH, max_bytes=self.config.ledger.range_max_bytes)
+        if answer.cut:
+            self.ledger_refusals["range_cut"] += 1
+        return wire.seal(self.identity, LedgerEntries(tuple(e.to_bytes() for e in answer.entries)))
 
     def status_line(self) -> dict[str, object]:
         """A JSON-able summary (for logs and tests)."""

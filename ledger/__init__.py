@@ -39,7 +39,19 @@ from ._errors import (
 from ._ledger import Ledger
 from ._sqlite import APPLICATION_ID, LEDGER_DB, SCHEMA_VERSION, SqliteLedgerStore
 from ._store import LedgerStore, MemoryLedgerStore
-from ._sync import ApplyResult, SyncPlan, SyncRange, apply_entries, plan_sync, receive_entries
+from ._sync import (
+    ApplyResult,
+    ChainPull,
+    PullStep,
+    RangeAnswer,
+    SyncPlan,
+    SyncRange,
+    apply_entries,
+    plan_sync,
+    read_range,
+    receive_entries,
+    stored_bytes,
+)
 from ._verify import AuthorStatus, VerifyReport, verify_store
 from ._witness import WitnessTable, entry_size, take_within
 
@@ -57,6 +69,7 @@ __all__ = [
     "ApplyResult",
     "AuthorStatus",
     "ChainError",
+    "ChainPull",
     "CorruptRowError",
     "Entry",
     "EntryDecodeError",
@@ -68,6 +81,8 @@ __all__ = [
     "LedgerRemoteError",
     "LedgerStore",
     "MemoryLedgerStore",
+    "PullStep",
+    "RangeAnswer",
     "Signer",
     "SqliteLedgerStore",
     "SyncPlan",
@@ -81,8 +96,10 @@ __all__ = [
     "entry_size",
     "find_equivocation",
     "plan_sync",
+    "read_range",
     "receive_entries",
     "signature_ok",
+    "stored_bytes",
     "take_within",
     "verify_body",
     "verify_chain",

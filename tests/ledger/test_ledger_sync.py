@@ -11,16 +11,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import (
+    ChainPull,
     Entry,
     LedgerStore,
     MemoryLedgerStore,
+    RangeAnswer,
     SyncRange,
+    WitnessTable,
     apply_entries,
     build_entry,
     decode_entries,
     encode_entries,
+    entry_size,
     plan_sync,
+    read_range,
     receive_entries,
+    stored_bytes,
     verify_store,
 )
 
@@ -124,3 +130,83 @@ async def test_any_delivery_order_keeps_the_store_a_valid_prefix(batches: list[l
         assert stored == _CH[: len(stored)]
         assert all(i not in forge for i in range(len(stored)))
     assert (await verify_store(store)).ok
+
+
+# -- the node's pull and range answer (sans-IO) -------------------------------------------------
+
+
+def _raw(entries: list[Entry]) -> list[bytes]:
+    return [e.to_bytes() for e in entries]
+
+
+def test_pull_goes_on_after_cut_answers_until_the_height(signer: KeySigner) -> None:
+    c = make_chain(signer, 10)
+    pull = ChainPull(signer.public_key, 2, 10, max_batch=512)
+    assert pull.next_range() == SyncRange(signer.public_key, 3, 514)
+    step = pull.on_answer(_raw(c[2:5]))  # cut by the server's byte cap: seqs 3..5
+    assert step.store == tuple(c[2:5]) and step.error is None and not step.done
+    assert step.size == sum(entry_size(e) for e in c[2:5])
+    assert pull.next_range() == SyncRange(signer.public_key, 6, 517)
+    step = pull.on_answer(_raw(c[5:]))
+    assert step.store == tuple(c[5:]) and step.done and pull.next_range() is None
+    assert ChainPull(signer.public_key, 10, 10).next_range() is None  # nothing to fetch
+    unbounded = ChainPull(signer.public_key, 0, None)
+    unbounded.on_answer(_raw(c))
+    assert not unbounded.done and unbounded.on_answer([]).done  # without a height: an empty answer ends it
+
+
+def test_pull_stops_at_the_witness_budget_and_frees_the_slot(signer: KeySigner) -> None:
+    c = make_chain(signer, 6)
+    sizes = [entry_size(e) for e in c]
+    table = WitnessTable(1, sum(sizes[:4]) + 1, 60.0)
+    assert table.offer("p", 0.0) is None
+    table.seed("p", sizes[0])  # entry 1 already held
+    pull = ChainPull(signer.public_key, 1, 6, witness=table, peer="p")
+    step = pull.on_answer(_raw(c[1:]))
+    assert step.over_budget and step.done and step.store == tuple(c[1:4]) and step.error is None
+    pull.stored(step)
+    assert "p" not in table and table.offer("p", 1.0) == "budget"
+    fits = WitnessTable(1, 10**6, 60.0)
+    fits.offer("q", 0.0)
+    ok = ChainPull(signer.public_key, 0, 6, witness=fits, peer="q")
+    step = ok.on_answer(_raw(c))
+    ok.stored(step)
+    assert not step.over_budget and fits.spent("q") == sum(sizes) and "q" in fits
+
+
+def test_pull_errors_are_the_peers_fault(signer: KeySigner, new_signer: Callable[[], KeySigner]) -> None:
+    c = make_chain(signer, 5)
+    other = make_chain(new_signer(), 2)
+
+    def answer(have: int, raw: list[bytes]) -> tuple[str | None, tuple[Entry, ...]]:
+        step = ChainPull(signer.public_key, have, 5).on_answer(raw)
+        assert step.done
+        return step.error, step.store
+
+    assert answer(0, [c[0].to_bytes(), c[2].to_bytes()]) == ("answered range 1 with a gap", ())
+    assert answer(0, _raw(other)) == ("sent another author's entries", ())
+    err, stored = answer(0, [b"junk"])
+    assert err is not None and err.startswith("sent undecodable entries") and stored == ()
+    # only held seqs: they still go to the store (a fork there is proven), then no progress is an error
+    assert answer(3, _raw(c[1:3])) == ("answered range 4 with older entries only", tuple(c[1:3]))
+    with pytest.raises(ValueError):
+        ChainPull(signer.public_key, 5, 5).on_answer([])
+
+
+async def test_range_answer_is_capped_in_entries_and_bytes_but_never_empty(signer: KeySigner) -> None:
+    c = make_chain(signer, 20)
+    store = MemoryLedgerStore()
+    await store.append_many(c)
+    a = signer.public_key
+    whole = await read_range(store, a, 1, 512, max_entries=512, max_bytes=10**9)
+    assert whole.entries == c and not whole.cut
+    assert (await read_range(store, a, 5, 512, max_entries=3, max_bytes=10**9)).entries == c[4:7]
+    size = entry_size(c[0])
+    cut = await read_range(store, a, 1, 512, max_entries=512, max_bytes=size * 5 + size // 2)
+    assert cut.entries == c[:5] and cut.cut
+    one = await read_range(store, a, 2, 512, max_entries=512, max_bytes=1)
+    assert one.entries == [c[1]] and one.cut  # one entry over the whole budget still goes out
+    assert (await read_range(store, a, 21, 512, max_entries=512, max_bytes=10**9)).entries == []
+    assert RangeAnswer(a, 1, 0, max_entries=512, max_bytes=1).next_read() is None
+    assert await stored_bytes(store, a, 20, 10**9) == sum(entry_size(e) for e in c)
+    assert await stored_bytes(store, a, 20, 0) == sum(entry_size(e) for e in c[:8])  # stops past the cap
