@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncIterator
-from typing import Any
 
 from edgenode import wire
 from edgenode.errors import EdgenodeError
-from edgenode.net import GossipMessage, Handler, PeerEvent, Transport, Validator
+from edgenode.net import GossipMessage, Handler, PeerEvent, Subscription, Transport, Validator
 from edgenode.protocol import TASK_PROTOCOL, Receipt, TaskSpec
 
 __all__ = ["DelegatingTransport", "RecordingTransport", "QuietTransport", "CURRENT_TASK"]
@@ -49,7 +48,7 @@ class DelegatingTransport(Transport):
     async def publish(self, topic: str, data: bytes) -> None:
         await self.inner.publish(topic, data)
 
-    def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
+    def subscribe(self, topic: str) -> Subscription:
         return self.inner.subscribe(topic)
 
     def set_validator(self, topic: str, validator: Validator) -> None:
@@ -110,7 +109,7 @@ class _Never:
     def __aiter__(self) -> _Never:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> GossipMessage:
         await self._closed.wait()
         raise StopAsyncIteration
 
@@ -125,7 +124,7 @@ class QuietTransport(DelegatingTransport):
         super().__init__(inner)
         self.topics = topics
 
-    def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
+    def subscribe(self, topic: str) -> Subscription:
         if topic in self.topics:
             return _Never()
         return self.inner.subscribe(topic)

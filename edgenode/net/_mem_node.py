@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..errors import RemoteError
 from ._errors import NetError, NotRunning, RequestTimeout, Unreachable
 from ._mem_core import Stream
-from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Transport, Validator
+from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Subscription, Transport, Validator
 
 if TYPE_CHECKING:
     from ._mem_gossip import _Gossip
@@ -225,7 +225,7 @@ class MemTransport(Transport):
             return
         self._net._publish(self, topic, bytes(data))
 
-    def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
+    def subscribe(self, topic: str) -> Subscription:
         stream: Stream[GossipMessage] = Stream(self._queue_size, lambda s: self._unsubscribe(topic, s))
         if self._state == _STOPPED:
             stream.close()

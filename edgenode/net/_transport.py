@@ -7,6 +7,10 @@ this interface: peers are peer-id strings, payloads are ``bytes``.
 
 Gossip is best effort.  Anything that must arrive is acknowledged at the
 application level (use :meth:`Transport.request`).
+
+Threads: everything the caller awaits or iterates (request handlers, subscriptions,
+peer-event streams) runs on the caller's asyncio loop; only a topic validator may run
+on another thread (see :class:`Transport`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from ..errors import RemoteError
 from ._errors import BlobMismatch, NetError
@@ -25,6 +30,7 @@ from ._errors import BlobMismatch, NetError
 __all__ = [
     "Transport",
     "GossipMessage",
+    "Subscription",
     "PeerEvent",
     "PeerEventKind",
     "Handler",
@@ -42,11 +48,14 @@ BLOB_PROTOCOL = "/edgenode/blob/1"
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 """A request handler: ``await handler(sender_peer_id, request_bytes) -> response_bytes``.
-Raising makes the requester see :class:`RemoteFailure`; it never kills the transport."""
+Raising makes the requester see :class:`RemoteFailure`; it never kills the transport.
+It runs as a task on the asyncio loop of the caller that started the transport."""
 
 Validator = Callable[[str, bytes], bool]
 """A topic validator: ``validator(sender_peer_id, data) -> accept``.  Runs before
-delivery and before forwarding; rejected messages are dropped and counted."""
+delivery and before forwarding; rejected messages are dropped and counted.
+It may be called from another thread than the caller's loop (the libp2p network thread),
+so it must be thread-safe and must not block: a pure decoder is ideal."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -63,8 +72,21 @@ class GossipMessage:
     data: bytes
 
 
+class Subscription(Protocol):
+    """What :meth:`Transport.subscribe` returns: an async iterator of one topic's messages,
+    iterated on the caller's asyncio loop, that ``aclose()`` unsubscribes and ends (an
+    iteration waiting for the next message then stops)."""
+
+    def __aiter__(self) -> Subscription: ...
+
+    async def __anext__(self) -> GossipMessage: ...
+
+    async def aclose(self) -> None:
+        """Unsubscribe: what is buffered is dropped and the iteration ends."""
+
+
 async def follow_gossip(
-    sub: AsyncIterator[GossipMessage],
+    sub: Subscription,
     handle: Callable[[GossipMessage], Awaitable[None]],
     logger: logging.Logger,
     what: str = "gossip",
@@ -81,10 +103,8 @@ async def follow_gossip(
             except RemoteError as exc:
                 logger.debug(f"bad {what}", extra={"sender": msg.sender, "error": str(exc)})
     finally:
-        aclose = getattr(sub, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(NetError):
-                await aclose()
+        with contextlib.suppress(NetError):
+            await sub.aclose()
 
 
 class PeerEventKind(Enum):
@@ -141,6 +161,13 @@ class Transport(abc.ABC):
 
     Lifecycle: construct, ``await start()``, use, ``await stop()``.  Every
     method that waits on the network takes or has a bounded timeout.
+
+    Threads: call it from one asyncio loop (the one it was started on).  Request
+    handlers run as tasks on that loop, and subscriptions and peer-event streams are
+    iterated on it, so they may touch the caller's state freely.  A validator is the one
+    exception: it may be called from another thread (the libp2p network thread), so it
+    must be thread-safe and non-blocking; share nothing mutable with the loop's code
+    without a lock.
     """
 
     # -- lifecycle and identity ------------------------------------------------
@@ -178,7 +205,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def peer_events(self) -> AsyncIterator[PeerEvent]:
-        """Join/leave events from now on (each call gets its own stream)."""
+        """Join/leave events from now on (each call gets its own stream), iterated on the caller's loop."""
 
     # -- gossip ----------------------------------------------------------------
     @abc.abstractmethod
@@ -186,12 +213,17 @@ class Transport(abc.ABC):
         """Gossip ``data`` on ``topic`` (best effort; the publisher does not receive it)."""
 
     @abc.abstractmethod
-    def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
-        """Messages on ``topic`` from now on; the iterator's ``aclose()`` unsubscribes."""
+    def subscribe(self, topic: str) -> Subscription:
+        """Messages on ``topic`` from now on, iterated on the caller's loop; ``aclose()``
+        unsubscribes and ends the iteration."""
 
     @abc.abstractmethod
     def set_validator(self, topic: str, validator: Validator) -> None:
-        """Check every message on ``topic`` before delivery and forwarding."""
+        """Check every message on ``topic`` before delivery and forwarding.
+
+        ``validator`` may be called from another thread than the caller's loop (the libp2p
+        network thread): it must be thread-safe and must not block.
+        """
 
     # -- requests --------------------------------------------------------------
     @abc.abstractmethod
@@ -203,7 +235,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def serve(self, protocol: str, handler: Handler) -> None:
-        """Answer requests on ``protocol`` with ``handler``."""
+        """Answer requests on ``protocol`` with ``handler``, run as a task on the caller's loop."""
 
     # -- metrics ---------------------------------------------------------------
     @property

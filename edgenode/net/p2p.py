@@ -30,7 +30,7 @@ from ._p2p_config import P2PConfig
 from ._p2p_frame import RPC_PROTOCOL
 from ._p2p_host import Counters, LibP2PNode, NodeHooks, NodeSettings, NoHandler
 from ._p2p_util import multiaddrs_valid
-from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Transport, Validator
+from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Subscription, Transport, Validator
 
 __all__ = ["P2PTransport", "P2PConfig", "RPC_PROTOCOL"]
 
@@ -38,7 +38,7 @@ _CLOSED = object()
 
 
 class _Subscription:
-    """Async iterator over one topic's messages; ``aclose()`` unsubscribes."""
+    """Async iterator over one topic's messages; ``aclose()`` unsubscribes and ends it."""
 
     def __init__(self, owner: P2PTransport, topic: str, size: int) -> None:
         self._owner = owner
@@ -62,6 +62,9 @@ class _Subscription:
         if not self._closed:
             self._closed = True
             self._owner._drop_subscription(self)
+            while not self.queue.empty():  # drop what is buffered; wake a reader waiting in get()
+                self.queue.get_nowait()
+            self.queue.put_nowait(_CLOSED)
 
 
 class _PeerEvents:
@@ -239,7 +242,7 @@ class P2PTransport(Transport):
         await self._bridge.call(node.publish, topic, bytes(data))
         self._counters.add("gossip_published")
 
-    def subscribe(self, topic: str) -> AsyncIterator[GossipMessage]:
+    def subscribe(self, topic: str) -> Subscription:
         sub = _Subscription(self, topic, self._config.subscriber_queue)
         subs = self._subs.setdefault(topic, set())
         first = not subs

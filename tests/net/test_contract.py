@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -183,6 +184,66 @@ async def test_subscription_aclose_ends_iteration(make_swarm: SwarmFactory) -> N
         with pytest.raises(StopAsyncIteration):
             async with asyncio.timeout(WAIT):
                 await anext(sub)
+
+
+async def test_aclose_ends_an_iteration_waiting_for_a_message(make_swarm: SwarmFactory) -> None:
+    async with make_swarm(2, True) as nodes:
+        a, b = nodes
+        topic = "contract/closing-while-waiting"
+        sub = b.subscribe(topic)
+        await gossip_until_all(a, topic, b"one", [sub])
+
+        async def consume() -> None:
+            async for _msg in sub:
+                pass
+
+        reader = asyncio.create_task(consume())
+        for _ in range(3):
+            await asyncio.sleep(0)  # let the reader reach its wait for the next message
+        await sub.aclose()
+        async with asyncio.timeout(WAIT):
+            await reader
+
+
+# -- threads: handlers and streams on the caller's loop, validators anywhere (thread-safe) --
+
+
+async def test_request_handler_runs_on_the_callers_loop(make_swarm: SwarmFactory) -> None:
+    async with make_swarm(2, True) as nodes:
+        a, b = nodes
+        where: list[tuple[int, asyncio.AbstractEventLoop]] = []
+
+        async def record(_sender: str, data: bytes) -> bytes:
+            where.append((threading.get_ident(), asyncio.get_running_loop()))
+            return data
+
+        b.serve("/contract/where/1", record)
+        assert await a.request(b.peer_id, "/contract/where/1", b"x", timeout=WAIT) == b"x"
+        assert where == [(threading.get_ident(), asyncio.get_running_loop())]
+
+
+async def test_validator_is_called_and_what_it_rejects_is_not_delivered(make_swarm: SwarmFactory) -> None:
+    async with make_swarm(2, True) as nodes:
+        a, b = nodes
+        topic = "contract/validator-thread"
+        lock = threading.Lock()  # the validator may run on another thread: it guards what it shares
+        threads: set[int] = set()
+
+        def check(_sender: str, data: bytes) -> bool:
+            with lock:
+                threads.add(threading.get_ident())
+            return not data.startswith(b"rejected")
+
+        b.set_validator(topic, check)
+        sub = b.subscribe(topic)
+        await gossip_until_all(a, topic, b"warm-up", [sub])
+        await a.publish(topic, b"rejected 1")
+        (log1,) = await gossip_until_all(a, topic, b"accepted 1", [sub])
+        await a.publish(topic, b"rejected 2")
+        (log2,) = await gossip_until_all(a, topic, b"accepted 2", [sub])
+        assert not [m.data for m in log1 + log2 if m.data.startswith(b"rejected")]
+        with lock:
+            assert threads
 
 
 async def test_request_response(make_swarm: SwarmFactory) -> None:
