@@ -234,8 +234,6 @@ async def launch(
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
-        aclose = getattr(sub, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(NetError):
-                await aclose()
+        with contextlib.suppress(NetError):
+            await sub.aclose()
     return summaries

@@ -32,7 +32,7 @@ from federated.gossip import GossipDriver
 from federated.rounds import Event
 
 from ..identity import Identity
-from ..net import GossipMessage, Transport
+from ..net import Subscription, Transport
 from ..security import SwarmGuard
 from ._gate import TrainerCheck, identity_verify
 from ._messages import LEDGER_KIND, fl_topic, update_note
@@ -96,7 +96,7 @@ class FederatedService:
         """sha256 of every ONNX model hot-swapped into the registry, in order."""
         self.counters: dict[str, int] = {"validator_rejected": 0, "ledger_notes": 0}
         """``validator_rejected`` (every update not forwarded), ``refused_<reason>`` (by reason), ``ledger_notes``."""
-        self._sub: AsyncIterator[GossipMessage] | None = None
+        self._sub: Subscription | None = None
         self._validate = self.trainers.validator(model, self._model.shapes, self.counters)
         """Gossip validator: forged, malformed, misattributed or unauthorised updates are not forwarded."""
 
@@ -138,6 +138,4 @@ class FederatedService:
             return await driver.run()
         finally:
             self._sub = None
-            aclose = getattr(sub, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await sub.aclose()
