@@ -50,6 +50,22 @@ class NetSection:
     """Discover peers on the local network with mDNS."""
     transport: str = "tcp"
     """``tcp`` (Noise + yamux) or ``quic``."""
+    max_inflight_per_peer: int = 256
+    """Requests this node has outstanding at once on one peer's channel (more wait for a slot)."""
+    max_concurrent_per_channel: int = 64
+    """Requests of one peer handled at once; beyond it the peer's channel is not read (flow control)."""
+    max_inbound_streams_per_peer: int = 64
+    """Inbound request streams one peer may hold open at once; more are reset."""
+    max_request_bytes: int = 1 << 20
+    """Largest request to a protocol without a limit of its own (a task spec's limit is
+    ``[tables] spec_max_bytes``; status and ledger requests 4 KiB)."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_inflight_per_peer, self.max_concurrent_per_channel, self.max_inbound_streams_per_peer) < 1:
+            raise LocalError("[net] max_inflight_per_peer, max_concurrent_per_channel and "
+                             "max_inbound_streams_per_peer must be >= 1")
+        if self.max_request_bytes < 256:
+            raise LocalError("[net] max_request_bytes must be >= 256")
 
 
 @dataclass(frozen=True)
@@ -314,6 +330,14 @@ CONFIG_TEMPLATE = """\
 # mdns = false
 # "tcp" (Noise + yamux) or "quic".
 # transport = "tcp"
+# Requests this node has outstanding at once on one peer's channel.
+# max_inflight_per_peer = 256
+# Requests of one peer handled at once (beyond it the peer is slowed by flow control).
+# max_concurrent_per_channel = 64
+# Inbound request streams one peer may hold open at once.
+# max_inbound_streams_per_peer = 64
+# Largest request to a protocol without a limit of its own (task specs: [tables] spec_max_bytes).
+# max_request_bytes = 1048576
 
 [node]
 # Tasks run at once.

@@ -14,12 +14,13 @@ from typing import Any
 
 from ledger import LEDGER_DB, LedgerError, SqliteLedgerStore
 
-from ..config import load_config
+from ..config import NodeConfig, load_config
 from ..errors import LocalError
 from ..identity import KEY_FILE, Identity
 from ..inference import ModelRegistry
 from ..metrics import setup_json_logging
-from ..net.p2p import P2PTransport
+from ..net.p2p import P2PConfig, P2PTransport
+from ..protocol import TASK_PROTOCOL
 from ..runtime import build_runtime
 from ..sandbox import Sandbox
 from ..security import load_guard
@@ -84,7 +85,7 @@ async def _run(args: argparse.Namespace) -> int:
     sandbox = Sandbox(dataclasses.replace(cfg.sandbox, cache_dir=home / (cfg.sandbox.cache_dir or "cache")),
                       models=registry)
     transport = P2PTransport(ident, listen=list(net.listen), bootstrap=list(net.bootstrap),
-                             mdns=net.mdns, quic=net.transport == "quic")
+                             mdns=net.mdns, quic=net.transport == "quic", config=p2p_config(cfg))
     runtime = build_runtime(ident, cfg, transport, store, sandbox=sandbox, registry=RegistryEngine(registry),
                             models=registry, guard=guard, replay_store=replay)
     stop = asyncio.Event()
@@ -111,3 +112,17 @@ async def _run(args: argparse.Namespace) -> int:
             await runtime.stop()
         sandbox.close()
     return EXIT_OK if runtime.failure is None else EXIT_ERROR
+
+
+def p2p_config(cfg: NodeConfig) -> P2PConfig:
+    """The libp2p transport's bounds from ``[net]`` (and a task spec's from ``[tables] spec_max_bytes``)."""
+    net = cfg.net
+    limits = dict(P2PConfig().request_limits)
+    limits[TASK_PROTOCOL] = cfg.tables.spec_max_bytes + (64 << 10)  # the envelope around the spec
+    return P2PConfig(
+        max_inflight_per_peer=net.max_inflight_per_peer,
+        max_concurrent_per_channel=net.max_concurrent_per_channel,
+        max_inbound_streams_per_peer=net.max_inbound_streams_per_peer,
+        default_request_bytes=net.max_request_bytes,
+        request_limits=tuple(sorted(limits.items())),
+    )
