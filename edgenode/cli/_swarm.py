@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import LocalError
 from ..identity import Identity, public_key_from_peer_id
-from ..security import ROLES, issue_certificate, issue_revocation, read_sealed_list
+from ..security import ROLES, issue_certificate, issue_revocation, push_revocations, read_sealed_list
 from ..tasks import SystemClock
 from ._common import EXIT_OK, add_home, home_of, print_json
 
@@ -174,7 +174,7 @@ def read_revocations(path: Path) -> list[bytes]:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """Deliver the revocations in a file to each bootstrap node over the membership protocol."""
+    """Deliver the revocations in a file to each bootstrap node (:func:`edgenode.security.push_revocations`)."""
     import asyncio
 
     revocations = read_revocations(args.file)
@@ -182,29 +182,19 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 async def _push(revocations: list[bytes], bootstrap: list[str], listen: str) -> int:
-    from .. import wire
-    from ..net import NetError
     from ..net.p2p import P2PTransport
-    from ..security import MEMBER_PROTOCOL, MemberRefused
 
     transport = P2PTransport(Identity.generate(), listen=[listen])
     await transport.start()
-    delivered = 0
     try:
-        for addr in bootstrap:
-            try:
-                peer = await transport.connect(addr, timeout=10.0)
-                for rev in revocations:
-                    resp = await transport.request(peer, MEMBER_PROTOCOL, rev, timeout=10.0)
-                    msg = wire.open_envelope(resp).message
-                    if isinstance(msg, MemberRefused):
-                        raise LocalError(f"{peer} refused the revocation ({msg.reason}: {msg.detail})")
-                    delivered += 1
-                print(f"delivered {len(revocations)} revocation(s) to {peer}")
-            except NetError as exc:
-                print(f"cannot deliver to {addr}: {exc}")
+        deliveries = await push_revocations(transport, bootstrap, revocations)
     finally:
         await transport.stop()
-    if not delivered:
+    for d in deliveries:
+        if d.error is None:
+            print(f"delivered {d.delivered} revocation(s) to {d.peer}")
+        else:
+            print(f"cannot deliver to {d.addr}: {d.error}")
+    if not sum(d.delivered for d in deliveries):
         raise LocalError("no node took the revocation")
     return EXIT_OK

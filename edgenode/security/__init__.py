@@ -14,6 +14,7 @@ from ._membership import (
 )
 from ._payload import decrypt_from, encrypt_for
 from ._policy import CapabilityRequest, Grant, LocalPolicy, decide
+from ._revocation_client import Delivery, push_revocations
 from ._swarm import (
     EVIDENCE_TOPIC,
     MEMBER_PROTOCOL,
@@ -59,6 +60,7 @@ __all__ = [
     "AbuseConfig",
     "AbuseGuard",
     "CapabilityRequest",
+    "Delivery",
     "Grant",
     "LocalPolicy",
     "Member",
@@ -72,6 +74,7 @@ __all__ = [
     "decide",
     "decrypt_from",
     "encrypt_for",
+    "push_revocations",
     "issue_certificate",
     "issue_revocation",
 ]
