@@ -42,7 +42,7 @@ from ._errors import SimnetError
 from ._faults import FaultAction
 from ._p2p_worker import SIM_P2P, quiet_gossipsub_warnings
 from ._scenario import FLSection, Scenario
-from ._swarm import MemSwarm, _identity
+from ._swarm_base import PROBE_TOPIC, _identity, _SwarmBase
 from ._wrap import RecordingTransport
 
 __all__ = ["P2PSwarm", "NODES_PER_WORKER_MAX"]
@@ -57,7 +57,7 @@ PROBE_STRIDE = 4
 message costs each of the 50 hosts 15-30 ms of CPU: probes at 2/s alone would load a core)."""
 
 
-class P2PSwarm(MemSwarm):
+class P2PSwarm(_SwarmBase):
     """A scenario's swarm on real libp2p, across worker processes."""
 
     def __init__(self, scenario: Scenario, workdir: Path | None = None) -> None:
@@ -250,8 +250,6 @@ class P2PSwarm(MemSwarm):
         self._probe_calls += 1
         if not self.recorders or (self._probe_calls - 1) % PROBE_STRIDE:
             return 0
-        from ._swarm import PROBE_TOPIC
-
         with contextlib.suppress(EdgenodeError):
             await self.recorders[0].publish(PROBE_TOPIC, msg_id.encode("ascii"))
             return len(self.ids)  # nodes killed at the time count as misses

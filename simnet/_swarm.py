@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import tempfile
 from collections import Counter
@@ -23,7 +22,6 @@ from pathlib import Path
 from edgenode.config import NodeConfig, NodeSection
 from edgenode.errors import EdgenodeError
 from edgenode.fl import FLController
-from edgenode.identity import Identity
 from edgenode.net import GossipMessage, NetError, Transport
 from edgenode.net.memnet import LinkSpec, MemNetwork
 from edgenode.node import Node, NodeTiming
@@ -31,46 +29,23 @@ from edgenode.protocol import (
     ADVERT_TOPIC,
     HEAD_TOPIC,
     WORK_TOPIC,
-    InvalidReceipt,
-    NoExecutor,
-    NoMajority,
-    SpecExpired,
-    TaskLimits,
-    TaskTimeout,
 )
 from edgenode.runtime import Runtime, build_runtime
 from edgenode.tasks import Submitter
-from edgenode.tasks import TaskRequest as NodeTaskRequest
 from ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore
 
 from ._audit import audit_own_chain
-from ._backend import FLRound, LedgerState, SwarmBackend, SwarmState, TaskOutcome, TaskRequest
+from ._backend import FLRound, LedgerState, SwarmBackend, SwarmState
 from ._byzantine import ByzantineTransport, replay_specs, spam_burst
-from ._engines import NodeInfer, NodeWasm, SharedEngines, expected_output, task_shape
+from ._engines import NodeInfer, NodeWasm, SharedEngines, task_shape
 from ._errors import SimnetError
-from ._faults import FaultAction, FaultSchedule
+from ._faults import FaultAction
 from ._federated import centralized_accuracy, fl_start, launch_fl, node_fl_section
 from ._scenario import FLSection, LinkClass, Scenario
-from ._wrap import CURRENT_TASK, QuietTransport, RecordingTransport
+from ._swarm_base import PROBE_TOPIC, _identity, _SwarmBase, assign_profiles
+from ._wrap import QuietTransport, RecordingTransport
 
 __all__ = ["MemSwarm", "make_backend", "PROBE_TOPIC", "assign_profiles", "pair_link"]
-
-PROBE_TOPIC = "simnet/probe/1"
-"""Gossip topic of the delivery probes."""
-
-
-def assign_profiles(scenario: Scenario) -> list[str]:
-    """Each executor's profile name: shares by largest remainder, shuffled with the seed."""
-    n = scenario.swarm.nodes
-    names = sorted(scenario.profiles)
-    total = sum(scenario.profiles[p].share for p in names)
-    exact = [scenario.profiles[p].share / total * n for p in names]
-    counts = [int(x) for x in exact]
-    for i in sorted(range(len(names)), key=lambda i: exact[i] - counts[i], reverse=True)[: n - sum(counts)]:
-        counts[i] += 1
-    out = [p for p, c in zip(names, counts, strict=True) for _ in range(c)]
-    random.Random(scenario.swarm.seed ^ 0x9F0F11E).shuffle(out)
-    return out
 
 
 def pair_link(a: LinkClass, b: LinkClass) -> LinkSpec:
@@ -85,42 +60,25 @@ def pair_link(a: LinkClass, b: LinkClass) -> LinkSpec:
     )
 
 
-def _identity(seed: int, role: str, i: int) -> Identity:
-    return Identity(hashlib.sha256(f"simnet:{seed}:{role}:{i}".encode()).digest())
-
-
-class MemSwarm(SwarmBackend):
+class MemSwarm(_SwarmBase):
     """A scenario's swarm on memnet."""
 
     def __init__(self, scenario: Scenario, workdir: Path | None = None) -> None:
-        self.sc = scenario
-        self.notes: list[str] = []
-        self._workdir = workdir
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        super().__init__(scenario, workdir)
         sw = scenario.swarm
-        self.schedule = FaultSchedule(scenario.faults, sw.nodes, sw.seed, sw.duration_s)
-        self.profiles = assign_profiles(scenario)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.rng = random.Random(sw.seed ^ 0x51AB)
         self.net = MemNetwork(sw.seed, gossip_degree=6)
         self.runtimes: list[Runtime] = []
         self.nodes: list[Node] = []
-        self.ids: list[str] = []
         self.byz: dict[int, ByzantineTransport] = {}
-        self.submitters: list[Submitter] = []
-        self.recorders: list[RecordingTransport] = []
         self._launcher: Transport | None = None
-        self.faulted: set[int] = set()
         self._bg: list[asyncio.Task[None]] = []
-        self._on_probe: Callable[[str, str], None] | None = None
         self._engines: SharedEngines | None = None
         self._degraded: dict[int, LinkSpec] = {}
         self._started = False
 
     # -- set-up -------------------------------------------------------------------------
-    @property
-    def node_ids(self) -> list[str]:
-        return list(self.ids)
-
     def _link_of(self, i: int) -> LinkClass:
         return self.sc.links[self.sc.profiles[self.profiles[i]].link]
 
@@ -237,59 +195,8 @@ class MemSwarm(SwarmBackend):
             await runtime.stop()
 
     # -- workload -------------------------------------------------------------------------
-    async def submit(self, req: TaskRequest) -> TaskOutcome:
-        shape = task_shape(req.mix.task, req.payload)
-        sub = self.submitters[req.submitter % len(self.submitters)]
-        rt = self.recorders[req.submitter % len(self.recorders)]
-        nreq = NodeTaskRequest(
-            kind=shape.kind,
-            module=shape.module_hash,
-            input=shape.input,
-            limits=TaskLimits(fuel=50_000_000, timeout_ms=min(5000, req.mix.deadline_ms)),
-            deadline_ms=req.mix.deadline_ms * req.max_attempts,
-            redundancy=req.redundancy,
-            sla=req.mix.sla,
-            attempt_ms=req.mix.deadline_ms,
-        )
-        token = CURRENT_TASK.set(req.task_id)
-        try:
-            out = await sub.submit(nreq)
-        except NoExecutor:
-            return self._failed(rt, req, "rejected")
-        except TaskTimeout:
-            return self._failed(rt, req, "timeout")
-        except InvalidReceipt:
-            return self._failed(rt, req, "invalid_receipt")
-        except NoMajority:
-            return self._failed(rt, req, "no_majority")
-        except SpecExpired:
-            return self._failed(rt, req, "expired")
-        except EdgenodeError:
-            return self._failed(rt, req, "failed")
-        finally:
-            CURRENT_TASK.reset(token)
-        status = out.status
-        want = expected_output(req.mix.task, req.payload)
-        if want is not None and out.output != want:
-            status = "wrong_output"
-        forged = sum(1 for p in rt.receipts_from.get(req.task_id, []) if self._is_forger(p))
-        return TaskOutcome(
-            verified=True,
-            status=status,
-            executor=out.executor,
-            accepted=True,
-            attempts=out.attempts,
-            output_hash=hashlib.sha256(out.output).hexdigest(),
-            rejected_receipts=forged,
-        )
-
     def _is_forger(self, peer: str) -> bool:
         return any(self.ids[i] == peer and "forge_receipts" in bz.behaviours for i, bz in self.byz.items())
-
-    def _failed(self, rt: RecordingTransport, req: TaskRequest, why: str) -> TaskOutcome:
-        forged = sum(1 for p in rt.receipts_from.get(req.task_id, []) if self._is_forger(p))
-        honest_receipt = any(not self._is_forger(p) for p in rt.receipts_from.get(req.task_id, []))
-        return TaskOutcome(verified=False, status=why, accepted=honest_receipt, attempts=1, rejected_receipts=forged)
 
     # -- faults -------------------------------------------------------------------------
     def _all_peers(self) -> list[str]:
