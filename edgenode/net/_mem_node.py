@@ -11,10 +11,18 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from ..errors import RemoteError
 from ._errors import NetError, NotRunning, RequestTimeout, Unreachable
 from ._mem_core import Stream
-from ._transport import GossipMessage, Handler, PeerEvent, PeerEventKind, Subscription, Transport, Validator
+from ._transport import (
+    GossipMessage,
+    Handler,
+    PeerEvent,
+    PeerEventKind,
+    Subscription,
+    Transport,
+    Validator,
+    failure_reason,
+)
 
 if TYPE_CHECKING:
     from ._mem_gossip import _Gossip
@@ -308,7 +316,7 @@ class MemTransport(Transport):
         except Exception as exc:  # the handler's failure goes back to the requester, never into the network
             ok = False
             # a reason code only (as over libp2p); the detail stays in our log
-            payload = b"bad_request" if isinstance(exc, RemoteError) else b"handler_failed"
+            payload = failure_reason(exc).encode()
             logging.getLogger("edgenode.net").debug(
                 "request handler failed", extra={"sender": src._peer_id, "error": f"{type(exc).__name__}: {exc}"}
             )

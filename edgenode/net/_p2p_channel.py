@@ -25,7 +25,7 @@ from typing import Protocol
 
 import trio
 
-from ..errors import DecodeError, EdgenodeError, RemoteError
+from ..errors import DecodeError, EdgenodeError
 from ._errors import NetError
 from ._p2p_frame import (
     KIND_ERROR,
@@ -38,31 +38,25 @@ from ._p2p_frame import (
     encode_request,
 )
 from ._p2p_util import close_quietly, reset_quietly
+from ._transport import (
+    REASON_BAD_REQUEST,
+    REASON_HANDLER_TIMEOUT,
+    REASON_NO_HANDLER,
+    REASON_TOO_LARGE,
+    failure_reason,
+)
 
 __all__ = [
     "ClientChannel",
     "ChannelClosed",
     "ChannelCounters",
     "serve_channel",
-    "REASON_NO_HANDLER",
-    "REASON_BAD_REQUEST",
-    "REASON_HANDLER_FAILED",
-    "REASON_HANDLER_TIMEOUT",
-    "REASON_TOO_LARGE",
-    "failure_reason",
 ]
 
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK = 256 * 1024
 _WRITE_TIMEOUT = 10.0
-
-REASON_NO_HANDLER = "no_handler"
-REASON_BAD_REQUEST = "bad_request"
-REASON_HANDLER_FAILED = "handler_failed"
-REASON_HANDLER_TIMEOUT = "handler_timeout"
-REASON_TOO_LARGE = "response_too_large"
-
 
 class ChannelClosed(NetError):
     """The channel broke; ``sent`` tells whether the request may have reached the peer."""
@@ -90,11 +84,6 @@ class _Waiter:
         self.event = trio.Event()
         self.kind = -1
         self.body = b""
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The reason code sent to the requester for a handler that raised ``exc`` (the detail stays in our log)."""
-    return REASON_BAD_REQUEST if isinstance(exc, RemoteError) else REASON_HANDLER_FAILED
 
 
 class ClientChannel:

@@ -21,14 +21,7 @@ import trio
 
 from ..errors import DecodeError, EdgenodeError, LocalError
 from ._errors import RemoteFailure, RequestTimeout, Unreachable
-from ._p2p_channel import (
-    REASON_NO_HANDLER,
-    REASON_TOO_LARGE,
-    ChannelClosed,
-    ClientChannel,
-    failure_reason,
-    serve_channel,
-)
+from ._p2p_channel import ChannelClosed, ClientChannel, serve_channel
 from ._p2p_config import P2PConfig
 from ._p2p_frame import (
     MUX_PROTOCOL,
@@ -52,6 +45,7 @@ from ._p2p_util import (
     raise_queue_limits,
     reset_quietly,
 )
+from ._transport import REASON_NO_HANDLER, REASON_TOO_LARGE, failure_reason
 
 __all__ = ["LibP2PNode", "NodeHooks", "Counters", "NodeSettings", "NoHandler"]
 

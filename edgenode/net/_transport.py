@@ -41,6 +41,12 @@ __all__ = [
     "sha256_hex",
     "blob_handler",
     "follow_gossip",
+    "failure_reason",
+    "REASON_NO_HANDLER",
+    "REASON_BAD_REQUEST",
+    "REASON_HANDLER_FAILED",
+    "REASON_HANDLER_TIMEOUT",
+    "REASON_TOO_LARGE",
 ]
 
 BLOB_PROTOCOL = "/edgenode/blob/1"
@@ -56,6 +62,20 @@ Validator = Callable[[str, bytes], bool]
 delivery and before forwarding; rejected messages are dropped and counted.
 It may be called from another thread than the caller's loop (the libp2p network thread),
 so it must be thread-safe and must not block: a pure decoder is ideal."""
+
+
+REASON_NO_HANDLER = "no_handler"
+REASON_BAD_REQUEST = "bad_request"
+REASON_HANDLER_FAILED = "handler_failed"
+REASON_HANDLER_TIMEOUT = "handler_timeout"
+REASON_TOO_LARGE = "response_too_large"
+"""Reason codes a requester sees in ``RemoteFailure`` (the same over every transport); the
+handler's exception text never leaves the serving node."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason code sent to the requester for a handler that raised ``exc`` (the detail stays in our log)."""
+    return REASON_BAD_REQUEST if isinstance(exc, RemoteError) else REASON_HANDLER_FAILED
 
 
 def sha256_hex(data: bytes) -> str:

@@ -28,7 +28,7 @@ from ._mem_clock import VirtualTimeLoop, run_virtual
 from ._mem_core import Delivery, LinkSpec
 from ._mem_gossip import REQ_JITTER, REQ_LOSS, RESP_JITTER, RESP_LOSS, GossipLayer
 from ._mem_node import ADDR_PREFIX, COUNTER_NAMES, MemTransport, addr_peer_id
-from ._transport import PeerEventKind
+from ._transport import REASON_NO_HANDLER, PeerEventKind
 
 __all__ = [
     "MemNetwork",
@@ -290,7 +290,7 @@ class MemNetwork(GossipLayer):
         handler = dst._handlers.get(protocol)
         if handler is None:
             dst._c["requests_failed"] += 1
-            self._send_response(dst, src, rid, False, f"no handler for protocol {protocol}".encode())
+            self._send_response(dst, src, rid, False, REASON_NO_HANDLER.encode())
             return
         dst._spawn_handler(handler, src, rid, data)
 

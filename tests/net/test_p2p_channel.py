@@ -16,15 +16,9 @@ import trio
 import trio.testing
 
 from edgenode.errors import DecodeError, RemoteError
-from edgenode.net._p2p_channel import (
-    REASON_BAD_REQUEST,
-    REASON_HANDLER_FAILED,
-    REASON_NO_HANDLER,
-    ChannelClosed,
-    ClientChannel,
-    serve_channel,
-)
+from edgenode.net._p2p_channel import ChannelClosed, ClientChannel, serve_channel
 from edgenode.net._p2p_frame import KIND_OK, KIND_REQUEST, FrameSplitter, decode_mux, encode_mux, encode_request
+from edgenode.net._transport import REASON_BAD_REQUEST, REASON_HANDLER_FAILED, REASON_NO_HANDLER
 
 MAX = 1 << 20
 
