@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
@@ -25,10 +24,7 @@ from edgenode.net import (
     Unreachable,
 )
 from edgenode.net.p2p import P2PConfig, P2PTransport
-
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-WAIT = 20.0
-"""Upper bound of any single wait here (seconds)."""
+from tests.net.p2p_helpers import LOOPBACK, WAIT, running
 
 
 async def next_event(events: AsyncIterator[PeerEvent], kind: PeerEventKind, peer: str) -> PeerEvent:
@@ -61,17 +57,6 @@ async def gossip_until_all(
     finally:
         for r in readers:
             r.cancel()
-
-
-@asynccontextmanager
-async def running(*transports: P2PTransport) -> AsyncIterator[None]:
-    try:
-        for t in transports:
-            await t.start()
-        yield
-    finally:
-        for t in transports:
-            await t.stop()
 
 
 def free_tcp_port() -> int:

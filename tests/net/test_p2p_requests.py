@@ -5,30 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
 from edgenode.identity import Identity
 from edgenode.net import BLOB_PROTOCOL, MemoryBlobStore, NetError, RemoteFailure
 from edgenode.net.p2p import P2PConfig, P2PTransport
-
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-WAIT = 20.0
-"""Upper bound of any single wait here (seconds)."""
-
-
-@asynccontextmanager
-async def running(*transports: P2PTransport) -> AsyncIterator[None]:
-    try:
-        for t in transports:
-            await t.start()
-        yield
-    finally:
-        for t in transports:
-            await t.stop()
-
+from tests.net.p2p_helpers import LOOPBACK, WAIT, running
 
 ECHO = "/test/echo/1"
 

@@ -11,9 +11,7 @@ import pytest
 from edgenode.errors import LocalError
 from edgenode.identity import Identity
 from edgenode.net.p2p import P2PTransport
-
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-WAIT = 20.0
+from tests.net.p2p_helpers import LOOPBACK, WAIT
 
 
 def network_threads() -> list[str]:

@@ -19,9 +19,7 @@ from edgenode.identity import Identity
 from edgenode.net import GossipMessage
 from edgenode.net._p2p_tuning import IDONTWANT_THRESHOLD, install
 from edgenode.net.p2p import P2PTransport
-
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-WAIT = 20.0
+from tests.net.p2p_helpers import LOOPBACK, WAIT
 
 
 @asynccontextmanager
