@@ -251,8 +251,7 @@ class Submitter:
             return
         if not self.transport.peers():
             return
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshed_ms = now
+        if self._refreshing is None or self._refreshing.done():  # refresh() notes its own time
             self._refreshing = asyncio.create_task(self.refresh(timeout=max(0.5, self.advert_refresh_ms / 2000)))
         if not self.adverts.live(now):
             with contextlib.suppress(NetError):
