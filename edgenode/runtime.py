@@ -16,7 +16,7 @@ and :meth:`Runtime.wait` returns, instead of a loop silently dying.
 
 Start order: transport, ledger head, protocol handlers, guard, topic followers, bootstrap dials,
 periodic loops, then the FL controller.  Stop order (:meth:`Runtime.stop`): stop admitting (new
-tasks are answered busy), stop the FL controller, answer queued tasks ``Busy("node stopping")``,
+tasks are answered busy), stop the FL controller, answer queued tasks ``Busy(stopping)``,
 let running tasks finish within ``NodeTiming.drain_s`` and hand back (busy) the rest, flush and
 close the ledger writer, announce the final head, end the background tasks, the guard and the
 transport, then close the replay store and the ledger store.  Every waiting future resolves.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import wire
+from ..reasons import BUSY, REJECTED, Reason
 
 __all__ = [
     "TASK_PROTOCOL",
@@ -121,23 +122,50 @@ class Receipt:
     """What the executor granted the task (extension point)."""
 
 
-@wire.message("task.busy", 1)
+def _check_code(code: str, allowed: frozenset[Reason], what: str) -> None:
+    if Reason.parse(code) not in allowed:
+        raise ValueError(f"{what} code {code!r} is not one of {sorted(allowed)}")
+
+
+@wire.message("task.busy", 2)
 @dataclass(frozen=True)
 class Busy:
-    """The executor cannot take the task now (queue full or the submitter's rate exceeded)."""
+    """The executor cannot take the task now (queue full, rate exceeded, stopping...).
+
+    ``code`` is one of :data:`edgenode.reasons.BUSY`; ``detail`` is for people, never parsed.
+    """
 
     task_id: str
-    reason: str
+    code: str
+    detail: str
     retry_after_ms: int
 
+    def __post_init__(self) -> None:
+        _check_code(self.code, BUSY, "busy")
 
-@wire.message("task.rejected", 1)
+    @property
+    def reason(self) -> Reason:
+        return Reason(self.code)
+
+
+@wire.message("task.rejected", 2)
 @dataclass(frozen=True)
 class Rejected:
-    """The executor refuses the spec (expired, replayed, missing capability, bad blob)."""
+    """The executor refuses the spec (expired, replayed, missing capability, forbidden...).
+
+    ``code`` is one of :data:`edgenode.reasons.REJECTED`; ``detail`` is for people, never parsed.
+    """
 
     task_id: str
-    reason: str
+    code: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        _check_code(self.code, REJECTED, "rejected")
+
+    @property
+    def reason(self) -> Reason:
+        return Reason(self.code)
 
 
 @wire.message("node.advert", 1)

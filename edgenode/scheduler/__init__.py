@@ -6,8 +6,6 @@ from ._admission import (
     MAX_NONCE_BYTES,
     MAX_SPEC_LIFETIME_MS,
     MIN_NONCE_BYTES,
-    REPLAY_FULL,
-    REPLAYED,
     Admission,
     Admit,
     Refuse,
@@ -18,9 +16,6 @@ from ._adverts import DEFAULT_ADVERT_TTL_MS, DEFAULT_MAX_ADVERTS, DEFAULT_MAX_RT
 from ._market import OfferBook, make_bid
 from ._placement import COST_RANK, SLA_COST, SLA_LATENCY, Candidate, PlacementRequest, expected_ms, place
 from ._tracker import (
-    FAIL_NO_EXECUTOR,
-    FAIL_NO_MAJORITY,
-    FAIL_TIMEOUT,
     Action,
     Assign,
     Done,
@@ -36,14 +31,9 @@ __all__ = [
     "DEFAULT_MAX_RTT_PEERS",
     "DEFAULT_PEER_BUCKETS",
     "DEFAULT_REPLAY_ENTRIES",
-    "FAIL_NO_EXECUTOR",
-    "FAIL_NO_MAJORITY",
-    "FAIL_TIMEOUT",
     "MAX_NONCE_BYTES",
     "MAX_SPEC_LIFETIME_MS",
     "MIN_NONCE_BYTES",
-    "REPLAYED",
-    "REPLAY_FULL",
     "SLA_COST",
     "SLA_LATENCY",
     "Action",

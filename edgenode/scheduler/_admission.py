@@ -7,6 +7,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..reasons import Reason
+
 __all__ = [
     "Admission",
     "Admit",
@@ -18,8 +20,6 @@ __all__ = [
     "MIN_NONCE_BYTES",
     "DEFAULT_REPLAY_ENTRIES",
     "DEFAULT_PEER_BUCKETS",
-    "REPLAYED",
-    "REPLAY_FULL",
 ]
 
 MAX_SPEC_LIFETIME_MS = 10 * 60_000
@@ -31,8 +31,6 @@ DEFAULT_REPLAY_ENTRIES = 50_000
 """Admitted specs remembered at once (about 15 MB); past it new specs get busy until some expire."""
 DEFAULT_PEER_BUCKETS = 4096
 """Per-submitter rate-limit buckets kept (least recently used dropped first)."""
-REPLAYED = "replayed spec"
-REPLAY_FULL = "replay table full"
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,8 @@ class Admit:
 
 @dataclass(frozen=True)
 class Refuse:
-    reason: str
-    """``queue full`` or ``rate limit``."""
+    reason: Reason
+    """:attr:`Reason.QUEUE_FULL` or :attr:`Reason.RATE_LIMIT`."""
     retry_after_ms: int
 
 
@@ -108,9 +106,9 @@ class Admission:
         else:
             self._buckets.move_to_end(peer)
         if self.running + self.queued >= self.slots + self.queue_cap:
-            return Refuse("queue full", 50)
+            return Refuse(Reason.QUEUE_FULL, 50)
         if not bucket.take(now_ms):
-            return Refuse("rate limit", bucket.wait_ms())
+            return Refuse(Reason.RATE_LIMIT, bucket.wait_ms())
         waits = self.running + self.queued >= self.slots
         self.queued += 1
         return Admit(queued=waits)
@@ -147,7 +145,7 @@ class ReplayGuard:
     until its expiry, and :meth:`expire` (due at :meth:`next_deadline`) forgets what
     expired; :meth:`check` and :meth:`record` run it themselves when it is due, so
     the table never outgrows the specs live at ``now``.  At most ``max_entries`` are
-    held: past that :meth:`check` answers :data:`REPLAY_FULL` (the caller says busy)
+    held: past that :meth:`check` answers :attr:`Reason.REPLAY_FULL` (the caller says busy)
     rather than forget a live entry, which would reopen a replay.
     """
 
@@ -163,21 +161,20 @@ class ReplayGuard:
         self._seen: dict[bytes, int] = {}
         self._heap: list[tuple[int, bytes]] = []
 
-    def check(self, author: bytes, nonce: bytes, expires_ms: int, now_ms: int) -> str | None:
-        """None if the spec may be admitted (then call :meth:`record`); else the reason to refuse it."""
+    def check(self, author: bytes, nonce: bytes, expires_ms: int, now_ms: int) -> Reason | None:
+        """None if the spec may be admitted (then call :meth:`record`); else why to refuse it
+        (:attr:`Reason.REPLAY_FULL` is a busy answer: the spec may be admitted later)."""
         self.expire(now_ms)
         if expires_ms <= now_ms:
-            return "expired spec"
+            return Reason.EXPIRED
         if expires_ms - now_ms > self.max_lifetime_ms:
-            return "spec lifetime too long"
-        if len(nonce) < MIN_NONCE_BYTES:
-            return "nonce too short"
-        if len(nonce) > self.max_nonce_bytes:
-            return "nonce too long"
+            return Reason.LIFETIME_TOO_LONG
+        if not MIN_NONCE_BYTES <= len(nonce) <= self.max_nonce_bytes:
+            return Reason.BAD_NONCE
         if _key(author, nonce) in self._seen:
-            return REPLAYED
+            return Reason.REPLAYED
         if len(self._seen) >= self.max_entries:
-            return REPLAY_FULL
+            return Reason.REPLAY_FULL
         return None
 
     def record(self, author: bytes, nonce: bytes, expires_ms: int) -> None:

@@ -13,13 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import LocalError
+from ..reasons import Reason
 
-__all__ = ["TaskTracker", "TaskState", "Assign", "Done", "Failed", "Action",
-           "FAIL_NO_EXECUTOR", "FAIL_TIMEOUT", "FAIL_NO_MAJORITY"]
-
-FAIL_NO_EXECUTOR = "no executor"
-FAIL_TIMEOUT = "timeout"
-FAIL_NO_MAJORITY = "no majority"
+__all__ = ["TaskTracker", "TaskState", "Assign", "Done", "Failed", "Action"]
 
 
 class TaskState(enum.Enum):
@@ -51,8 +47,8 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    reason: str
-    """One of FAIL_NO_EXECUTOR, FAIL_TIMEOUT, FAIL_NO_MAJORITY."""
+    reason: Reason
+    """One of :data:`edgenode.reasons.VERDICT` (no executor, timeout, no majority)."""
     detail: str = ""
 
 
@@ -72,7 +68,7 @@ class TaskTracker:
     candidates: list[str]
     """Ranked executors still untried."""
     expires_ms: int
-    """After this the task fails with FAIL_TIMEOUT."""
+    """After this the task fails with :attr:`Reason.TIMEOUT`."""
     attempt_ms: int
     """How long one executor gets before it counts as silent."""
     redundancy: int = 1
@@ -82,7 +78,9 @@ class TaskTracker:
     """peer -> result key for every answer received."""
     tried: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    """Why each executor that did not answer with a result was given up."""
+    """Why each executor given up on was given up on, for people: ``peer: code (detail)``."""
+    codes: list[Reason] = field(default_factory=list)
+    """The same, as codes (what the submitter decides on)."""
     _attempts: int = 0
 
     def __post_init__(self) -> None:
@@ -125,11 +123,12 @@ class TaskTracker:
             return [Done(result, tuple(agree), others)]
         return self._fill(now_ms)
 
-    def on_refused(self, peer: str, reason: str, now_ms: int) -> list[Action]:
+    def on_refused(self, peer: str, code: Reason, detail: str, now_ms: int) -> list[Action]:
         """``peer`` answered busy, rejected the spec, failed, or sent an invalid receipt."""
         if self.finished or self.outstanding.pop(peer, None) is None:
             return []
-        self.reasons.append(f"{peer}: {reason}")
+        self.codes.append(code)
+        self.reasons.append(f"{peer}: {code}" + (f" ({detail})" if detail else ""))
         return self._fill(now_ms)
 
     def on_timer(self, now_ms: int) -> list[Action]:
@@ -138,11 +137,12 @@ class TaskTracker:
         if now_ms >= self.expires_ms:
             self.state = TaskState.FAILED
             self.outstanding.clear()
-            return [Failed(FAIL_TIMEOUT, "; ".join(self.reasons))]
+            return [Failed(Reason.TIMEOUT, "; ".join(self.reasons))]
         silent = [p for p, a in self.outstanding.items() if now_ms >= a.deadline_ms]
         for p in silent:
             del self.outstanding[p]
-            self.reasons.append(f"{p}: silent")
+            self.codes.append(Reason.SILENT)
+            self.reasons.append(f"{p}: {Reason.SILENT}")
         return self._fill(now_ms) if silent else []
 
     def next_deadline(self) -> int | None:
@@ -172,6 +172,6 @@ class TaskTracker:
             need -= 1
         if not self.outstanding:
             self.state = TaskState.FAILED
-            reason = FAIL_NO_MAJORITY if self.results else FAIL_NO_EXECUTOR
+            reason = Reason.NO_MAJORITY if self.results else Reason.NO_EXECUTOR
             out.append(Failed(reason, "; ".join(self.reasons)))
         return out

@@ -1,7 +1,7 @@
 """Task services: the executor, the submitter, the node's own chain writer, and their ports."""
 
 from ._chain import Appended, ChainWriter
-from ._executor import RESULT_CACHE, STOPPING, DrainReport, Executor
+from ._executor import RESULT_CACHE, DrainReport, Executor
 from ._infer import RegistryEngine, npy_bytes, npy_load
 from ._ports import AdmissionHook, Clock, InferEngine, SystemClock, WasmEngine
 from ._replay import REPLAY_DB, MemoryReplayStore, ReplayStore, SqliteReplayStore
@@ -16,7 +16,6 @@ __all__ = [
     "Clock",
     "Executor",
     "DrainReport",
-    "STOPPING",
     "InferEngine",
     "MemoryReplayStore",
     "RegistryEngine",

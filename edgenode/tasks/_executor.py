@@ -37,8 +37,9 @@ from ..protocol import (
     TaskSpec,
     spec_hash,
 )
+from ..reasons import Reason
 from ..sandbox import InvalidModule, Limits, TaskIO, is_module_hash
-from ..scheduler import REPLAY_FULL, REPLAYED, Admission, Refuse, ReplayGuard
+from ..scheduler import Admission, Refuse, ReplayGuard
 from ..security import (
     POLICY_LEDGER_PAYLOAD,
     Grant,
@@ -55,7 +56,7 @@ from ._chain import ChainWriter
 from ._ports import AdmissionHook, Clock, InferEngine, WasmEngine
 from ._replay import MemoryReplayStore, ReplayStore
 
-__all__ = ["Executor", "RESULT_CACHE", "DrainReport", "STOPPING"]
+__all__ = ["Executor", "RESULT_CACHE", "DrainReport"]
 
 RESULT_CACHE = TablesSection.receipts
 """Receipts kept per (submitter, task id) by default: a repeated task is answered, not run (nor
@@ -65,11 +66,6 @@ _FORGET_EVERY_MS = 10_000
 
 log = logging.getLogger("edgenode.executor")
 
-STOPPING = "node stopping"
-"""Reason of the :class:`Busy` answer to a task refused, unqueued or handed back while the node stops."""
-LEDGER_FAILED = "ledger write failed"
-"""Reason of the :class:`Busy` answer to a task whose result could not be recorded (the store failed
-or closed): the submitter tries another executor."""
 _RETRY_MS = 1000
 
 
@@ -80,9 +76,9 @@ class DrainReport:
     finished: int = 0
     """Tasks that ended on their own within the budget (receipt or refusal, as usual)."""
     unqueued: int = 0
-    """Tasks still waiting for a slot: each answered ``Busy(node stopping)``."""
+    """Tasks still waiting for a slot: each answered ``Busy(stopping)``."""
     handed_back: int = 0
-    """Running tasks past the budget: cancelled, each answered ``Busy(node stopping)``."""
+    """Running tasks past the budget: cancelled, each answered ``Busy(stopping)``."""
 
 
 class Executor:
@@ -181,12 +177,12 @@ class Executor:
                 await guard.admit_request(sender, "task")
             except Refused as exc:
                 self._refused(exc.reason)
-                return self._seal(Rejected("", str(exc)))
+                return self._seal(Rejected("", Reason.FORBIDDEN, str(exc)))
         if len(data) > self.tables.spec_max_bytes:
             self._refused("invalid")
             if guard is not None:
                 guard.offence(sender, "malformed", data[:4096])
-            return self._seal(Rejected("", f"spec too large ({len(data)} > {self.tables.spec_max_bytes} bytes)"))
+            return self._seal(Rejected("", Reason.TOO_LARGE, f"{len(data)} > {self.tables.spec_max_bytes} bytes"))
         await self.start()
         try:
             env, spec = wire.open_as(TaskSpec, data)
@@ -194,7 +190,7 @@ class Executor:
             self._refused("invalid")
             if guard is not None:
                 guard.offence(sender, "invalid_signature" if isinstance(exc, SignatureError) else "malformed", data)
-            return self._seal(Rejected("", f"invalid spec: {exc}"))
+            return self._seal(Rejected("", Reason.MALFORMED, f"invalid spec: {exc}"))
         now = self.clock.now_ms()
         grant: Grant | None = None
         if guard is not None:
@@ -205,7 +201,7 @@ class Executor:
             except Refused as exc:
                 guard.refuse(sender, exc)
                 self._refused(exc.reason)
-                return self._seal(Rejected(spec.task_id, str(exc)))
+                return self._seal(Rejected(spec.task_id, Reason.FORBIDDEN, str(exc)))
         key = (env.author, spec.task_id)
         cached = self._done.get(key)
         if cached is not None:
@@ -215,17 +211,17 @@ class Executor:
         if running is not None:
             self.counts["repeat"] += 1
             return await asyncio.shield(running)
-        reason = self._refusal(env, spec, now)
-        if reason == REPLAY_FULL:
+        refusal = self._refusal(env, spec, now)
+        if refusal is not None and refusal[0] == Reason.REPLAY_FULL:
             self._refused("busy")
             deadline = self.replay.next_deadline()
-            return self._seal(Busy(spec.task_id, reason, max(1, (deadline or now + 1000) - now)))
-        if reason is not None:
-            replayed = reason == REPLAYED
+            return self._seal(Busy(spec.task_id, *refusal, max(1, (deadline or now + 1000) - now)))
+        if refusal is not None:
+            replayed = refusal[0] == Reason.REPLAYED
             self._refused("replayed" if replayed and guard is not None else "rejected")
             if guard is not None and replayed:
                 guard.offence(sender, "replayed", data)
-            return self._seal(Rejected(spec.task_id, reason))
+            return self._seal(Rejected(spec.task_id, *refusal))
         try:
             spec = self._open_input(env, spec)
         except Refused as exc:
@@ -233,14 +229,14 @@ class Executor:
             if guard is not None:
                 guard.refuse(sender, exc)
                 guard.offence(sender, "bad_ciphertext", data)
-            return self._seal(Rejected(spec.task_id, str(exc)))
+            return self._seal(Rejected(spec.task_id, Reason.FORBIDDEN, str(exc)))
         if self.closing:
             self._refused("busy")
-            return self._seal(Busy(spec.task_id, STOPPING, _RETRY_MS))
+            return self._seal(Busy(spec.task_id, Reason.STOPPING, "node stopping", _RETRY_MS))
         verdict = self.admission.offer(env.author_id, now)
         if isinstance(verdict, Refuse):
             self._refused("busy")
-            return self._seal(Busy(spec.task_id, verdict.reason, verdict.retry_after_ms))
+            return self._seal(Busy(spec.task_id, verdict.reason, "", verdict.retry_after_ms))
         # admitted: only now is the nonce remembered (refused specs cost the table nothing)
         self.replay.record(env.author, spec.nonce, spec.expires_ms)
         task = asyncio.create_task(self._run_admitted(sender, env, spec, grant))
@@ -297,23 +293,25 @@ class Executor:
             return encrypt_for(self.signer, env.author, output)
         return output
 
-    def _refusal(self, env: wire.Envelope, spec: TaskSpec, now: int) -> str | None:
+    def _refusal(self, env: wire.Envelope, spec: TaskSpec, now: int) -> tuple[Reason, str] | None:
+        """Why this executor does not take ``spec`` (code, detail), or None."""
         if spec.kind not in (KIND_WASM, KIND_INFER):
-            return f"unknown task kind {spec.kind!r}"
+            return Reason.UNKNOWN_KIND, f"unknown task kind {spec.kind!r}"
         if (self.wasm if spec.kind == KIND_WASM else self.infer) is None:
-            return f"this node does not run {spec.kind!r} tasks"
+            return Reason.UNSUPPORTED_KIND, f"this node does not run {spec.kind!r} tasks"
         if spec.kind == KIND_WASM and not is_module_hash(spec.module):
-            return "module must be a sha256 hex digest"
+            return Reason.BAD_MODULE, "module must be a sha256 hex digest"
         caps = set(self.capabilities())
         missing = [r for r in spec.requires if r not in caps]
         if spec.kind == KIND_INFER and f"model:{spec.module}" not in caps:
             missing.append(f"model:{spec.module}")
         if missing:
-            return f"missing capabilities {missing}"
-        why = self.replay.check(env.author, spec.nonce, spec.expires_ms, now)
-        if why is not None:
-            return why
-        return None if self.hook is None else self.hook(env)
+            return Reason.MISSING_CAPABILITY, f"missing capabilities {missing}"
+        code = self.replay.check(env.author, spec.nonce, spec.expires_ms, now)
+        if code is not None:
+            return code, ""
+        why = None if self.hook is None else self.hook(env)
+        return None if why is None else (Reason.POLICY, why)
 
     def _forget_task(self, task: asyncio.Task[bytes]) -> None:
         self._inflight.discard(task)
@@ -330,7 +328,7 @@ class Executor:
                 self._waiting.discard(me)  # type: ignore[arg-type]
                 if self.closing:  # got a slot while the node stops: it does not start
                     self.counts["unqueued"] += 1
-                    return self._seal(Busy(spec.task_id, STOPPING, _RETRY_MS))
+                    return self._seal(Busy(spec.task_id, Reason.STOPPING, "node stopping", _RETRY_MS))
                 self.admission.started()
                 started = True
                 return await self._run_in_slot(sender, env, spec, grant, me)
@@ -339,7 +337,7 @@ class Executor:
                 raise
             me.uncancel()  # cancelled by drain(): answer the submitter instead of leaving it waiting
             self.counts["handed_back" if started else "unqueued"] += 1
-            return self._seal(Busy(spec.task_id, STOPPING, _RETRY_MS))
+            return self._seal(Busy(spec.task_id, Reason.STOPPING, "handed back: node stopping", _RETRY_MS))
         finally:
             if started:
                 self.admission.finished()
@@ -364,7 +362,7 @@ class Executor:
         except EdgenodeError as exc:
             log.warning("task result not recorded", extra={"task_id": spec.task_id, "error": str(exc)})
             self.counts["ledger_failed"] += 1
-            return self._seal(Busy(spec.task_id, LEDGER_FAILED, _RETRY_MS))
+            return self._seal(Busy(spec.task_id, Reason.LEDGER_FAILED, "result not recorded", _RETRY_MS))
         if spec.policy.get(POLICY_LEDGER_PAYLOAD) == "1":
             await self._keep_payload(sender, spec, output)
         receipt = Receipt(
@@ -450,7 +448,7 @@ class Executor:
         return str(res.status), res.exit_code, res.stdout, res.stderr, res.fuel_used, res.wall_ms
 
     async def drain(self, timeout: float) -> DrainReport:
-        """Stop taking work; answer the queued tasks ``Busy(node stopping)`` at once; wait (at most
+        """Stop taking work; answer the queued tasks ``Busy(stopping)`` at once; wait (at most
         ``timeout`` s) for the running ones, then hand back (cancel, answer busy) those still running.
 
         A task already appending its result is never cancelled: it ends when the ledger write does

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .. import wire
 from ..errors import EdgenodeError, RemoteError
 from ..identity import Identity, public_key_from_peer_id
-from ..net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, Transport, Unreachable
+from ..net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, RequestTimeout, Transport, Unreachable
 from ..protocol import (
     ADVERT_TOPIC,
     BID_TOPIC,
@@ -45,9 +45,8 @@ from ..protocol import (
     result_key,
     verify_opened_receipt,
 )
+from ..reasons import Reason
 from ..scheduler import (
-    FAIL_NO_MAJORITY,
-    FAIL_TIMEOUT,
     SLA_LATENCY,
     Action,
     AdvertTable,
@@ -130,7 +129,9 @@ class TaskOutcome:
 class _Answer:
     peer: str
     verified: VerifiedReceipt | None
-    reason: str
+    code: Reason | None = None
+    """Why there is no verified receipt (None when there is one)."""
+    detail: str = ""
 
 
 class Submitter:
@@ -338,7 +339,7 @@ class Submitter:
                     elif isinstance(act, Done):
                         return act
                     elif isinstance(act, Failed):
-                        raise self._failure(act, tracker.reasons)
+                        raise self._failure(act, tracker)
                 actions = []
                 now = self.clock.now_ms()
                 deadline = tracker.next_deadline()
@@ -357,22 +358,23 @@ class Submitter:
                         rc = ans.verified.receipt
                         actions += tracker.on_result(ans.peer, result_key(rc.status, rc.output_hash), now)
                     else:
-                        actions += tracker.on_refused(ans.peer, ans.reason, now)
+                        actions += tracker.on_refused(ans.peer, ans.code or Reason.NET_FAILED, ans.detail, now)
                 if not finished:
                     actions += tracker.on_timer(now)
         finally:
             for t in pending:
                 t.cancel()
 
-    def _failure(self, act: Failed, reasons: list[str]) -> EdgenodeError:
-        detail = "; ".join(reasons[-5:])
-        if act.reason == FAIL_TIMEOUT:
+    def _failure(self, act: Failed, tracker: TaskTracker) -> EdgenodeError:
+        detail = "; ".join(tracker.reasons[-5:])
+        codes = tracker.codes
+        if act.reason == Reason.TIMEOUT:
             return TaskTimeout(f"no verified result before the deadline ({detail or 'no answer'})")
-        if act.reason == FAIL_NO_MAJORITY:
+        if act.reason == Reason.NO_MAJORITY:
             return NoMajority(f"executors disagree on the output ({detail})")
-        if reasons and any("invalid receipt" in r for r in reasons):
+        if Reason.INVALID_RECEIPT in codes:
             return InvalidReceipt(f"no valid receipt: {detail}")
-        if reasons and all("expired spec" in r for r in reasons):
+        if codes and all(c == Reason.EXPIRED for c in codes):
             return SpecExpired(f"executors refused the spec as expired ({detail}); check the clock")
         return NoExecutor(f"no node can take the task ({detail or 'no capable node known'})")
 
@@ -425,30 +427,32 @@ class Submitter:
             t0 = self.clock.now_ms()
             resp = await self.transport.request(act.peer, TASK_PROTOCOL, sealed, timeout=timeout)
             self.rtt.observe(act.peer, float(self.clock.now_ms() - t0))
+        except Unreachable as exc:
+            return _Answer(act.peer, None, Reason.UNREACHABLE, str(exc))
+        except RequestTimeout as exc:
+            return _Answer(act.peer, None, Reason.SILENT, str(exc))
         except NetError as exc:
-            return _Answer(act.peer, None, f"{type(exc).__name__}: {exc}")
+            return _Answer(act.peer, None, Reason.NET_FAILED, f"{type(exc).__name__}: {exc}")
         except Refused as exc:
-            return _Answer(act.peer, None, f"executor {exc}")
+            return _Answer(act.peer, None, Reason.FORBIDDEN, f"executor {exc}")
         finally:
             self._pending[act.peer] -= 1
         try:
             env = wire.open_envelope(resp)
         except RemoteError as exc:
-            return _Answer(act.peer, None, f"invalid receipt: {exc}")
+            return _Answer(act.peer, None, Reason.INVALID_RECEIPT, str(exc))
         msg = env.message
-        if env.author_id == act.peer and isinstance(msg, Busy):
-            return _Answer(act.peer, None, f"busy ({msg.reason})")
-        if env.author_id == act.peer and isinstance(msg, Rejected):
-            return _Answer(act.peer, None, f"rejected: {msg.reason}")
+        if env.author_id == act.peer and isinstance(msg, Busy | Rejected):
+            return _Answer(act.peer, None, msg.reason, msg.detail)
         try:
             verified = verify_opened_receipt(env, resp, act.peer, spec, body, self._decrypter(act.peer))
             if self.guard is not None:
                 check_grant(spec, verified.receipt.grants)
-            return _Answer(act.peer, verified, "")
+            return _Answer(act.peer, verified)
         except (InvalidReceipt, Refused) as exc:
             if self.guard is not None:
                 self.guard.offence(act.peer, "forged_receipt", resp)
-            return _Answer(act.peer, None, f"invalid receipt: {exc}" if isinstance(exc, Refused) else str(exc))
+            return _Answer(act.peer, None, Reason.INVALID_RECEIPT, str(exc))
 
     async def _ask_market(self, task_id: str, req: TaskRequest, requires: tuple[str, ...], expires: int) -> list[str]:
         now = self.clock.now_ms()

@@ -24,6 +24,7 @@ from edgenode.protocol import (
     TaskRecord,
     TaskSpec,
 )
+from edgenode.reasons import Reason
 from edgenode.scheduler import Admit
 from edgenode.tasks import RegistryEngine, TaskRequest, npy_bytes, npy_load
 from ledger import verify_store
@@ -90,7 +91,7 @@ async def test_busy_node_gives_no_executor(swarm_factory: SwarmFactory, cat_wasm
     node = sw.nodes[0]
     assert isinstance(node.admission.offer("someone-else", 0), Admit)
     node.admission.started()  # the one slot is taken
-    with pytest.raises(NoExecutor, match=r"busy \(queue full\)"):
+    with pytest.raises(NoExecutor, match=r"queue_full"):
         await sub.submit(wasm_req(module, b"no room"))
     assert node.chain.height == 0
     node.admission.finished()
@@ -144,7 +145,7 @@ async def test_replay_and_repeat(swarm_factory: SwarmFactory, cat_wasm: bytes) -
     other = TaskSpec("t2", "wasm", module, b"once", (), TaskLimits(), (), (), nonce, now, now + 10_000)
     r3 = await sub.transport.request(node.peer_id, TASK_PROTOCOL, wire.seal(sub.signer, other))
     msg = wire.open_envelope(r3).message
-    assert isinstance(msg, Rejected) and msg.reason == "replayed spec"
+    assert isinstance(msg, Rejected) and msg.reason == Reason.REPLAYED
 
 
 async def test_forged_receipt_is_refused(swarm_factory: SwarmFactory, cat_wasm: bytes) -> None:

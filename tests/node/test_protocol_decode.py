@@ -25,6 +25,7 @@ from edgenode.protocol import (
     TaskSpec,
     verify_receipt,
 )
+from edgenode.reasons import Reason
 from edgenode.scheduler import Admission
 from edgenode.tasks import ChainWriter, Executor, SystemClock
 from ledger import MemoryLedgerStore
@@ -87,4 +88,4 @@ def test_executor_answers_garbage_with_a_rejection(data: bytes) -> None:
     ex = Executor(ID, t, ChainWriter(MemoryLedgerStore(), ID, clock), clock, Admission(1, 1))
     answer = asyncio.run(ex.handle("someone", data))
     _env, msg = wire.open_as(Rejected, answer)
-    assert msg.reason.startswith("invalid spec")
+    assert msg.reason == Reason.MALFORMED and msg.detail.startswith("invalid spec")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edgenode.errors import LocalError
+from edgenode.reasons import Reason
 from edgenode.scheduler import (
-    FAIL_NO_EXECUTOR,
-    FAIL_NO_MAJORITY,
-    FAIL_TIMEOUT,
     Assign,
     Done,
     Failed,
@@ -43,21 +41,22 @@ def test_reassign_on_silence_then_late_answer_ignored() -> None:
 def test_busy_moves_on_and_runs_out() -> None:
     t = tracker(["a", "b"])
     t.start(0)
-    assert t.on_refused("a", "busy", 1) == [Assign("b", 2, 101)]
-    out = t.on_refused("b", "rejected: expired spec", 2)
-    assert out == [Failed(FAIL_NO_EXECUTOR, "a: busy; b: rejected: expired spec")]
+    assert t.on_refused("a", Reason.QUEUE_FULL, "", 1) == [Assign("b", 2, 101)]
+    out = t.on_refused("b", Reason.EXPIRED, "spec expired", 2)
+    assert out == [Failed(Reason.NO_EXECUTOR, "a: queue_full; b: expired (spec expired)")]
+    assert t.codes == [Reason.QUEUE_FULL, Reason.EXPIRED]
     assert t.state is TaskState.FAILED
 
 
 def test_no_candidates_fails_at_start() -> None:
-    assert tracker([]).start(0) == [Failed(FAIL_NO_EXECUTOR, "")]
+    assert tracker([]).start(0) == [Failed(Reason.NO_EXECUTOR, "")]
 
 
 def test_deadline_fails_with_timeout() -> None:
     t = tracker(["a", "b", "c"], attempt_ms=600, expires=1000)
     t.start(0)
     t.on_timer(600)
-    assert t.on_timer(1000) == [Failed(FAIL_TIMEOUT, "a: silent")]
+    assert t.on_timer(1000) == [Failed(Reason.TIMEOUT, "a: silent")]
 
 
 def test_redundancy_majority_with_disagreement() -> None:
@@ -73,7 +72,7 @@ def test_redundancy_replaces_failed_replica() -> None:
     t = tracker(["a", "b", "c"], k=2)
     t.start(0)
     assert t.on_result("a", "ok:x", 1) == []
-    assert t.on_refused("b", "busy", 2) == [Assign("c", 3, 102)]
+    assert t.on_refused("b", Reason.RATE_LIMIT, "", 2) == [Assign("c", 3, 102)]
     assert t.on_result("c", "ok:x", 3) == [Done("ok:x", ("a", "c"), ())]
 
 
@@ -81,7 +80,7 @@ def test_no_majority_when_candidates_run_out() -> None:
     t = tracker(["a", "b"], k=2)
     t.start(0)
     t.on_result("a", "ok:x", 1)
-    assert t.on_result("b", "ok:y", 2) == [Failed(FAIL_NO_MAJORITY, "")]
+    assert t.on_result("b", "ok:y", 2) == [Failed(Reason.NO_MAJORITY, "")]
 
 
 def test_more_candidates_later() -> None:
@@ -92,7 +91,7 @@ def test_more_candidates_later() -> None:
     t3 = TaskTracker("t", ["a"], 1000, 100)
     t3.start(0)
     assert t3.add_candidates(["a", "b"], 1) == []  # a already tried; one outstanding is enough
-    assert t3.on_refused("a", "busy", 2) == [Assign("b", 2, 102)]
+    assert t3.on_refused("a", Reason.QUEUE_FULL, "", 2) == [Assign("b", 2, 102)]
 
 
 def test_bad_redundancy_and_double_start() -> None:

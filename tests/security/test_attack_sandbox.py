@@ -20,6 +20,7 @@ from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import TASK_PROTOCOL, Receipt, Rejected, TaskLimits, TaskSpec
+from edgenode.reasons import Reason
 from edgenode.sandbox import Sandbox, SandboxConfig
 from edgenode.security import CapabilityRequest, LocalPolicy, Refused, decide
 from edgenode.tasks import Submitter, SystemClock
@@ -103,7 +104,7 @@ async def test_traversal_module_name_is_refused_and_touches_nothing(open_node: O
     target.write_bytes(bytes(wasmtime.Module(open_node.sandbox.engine, PWNED).serialize()))
     before = (target.read_bytes(), target.stat().st_mtime_ns, sorted(open_node.home.rglob("*")))
     out = await open_node.send(name, b"")
-    assert isinstance(out, Rejected) and "sha256" in out.reason
+    assert isinstance(out, Rejected) and out.reason == Reason.BAD_MODULE and "sha256" in out.detail
     assert (target.read_bytes(), target.stat().st_mtime_ns, sorted(open_node.home.rglob("*"))) == before
     await open_node.honest()
 
@@ -159,7 +160,7 @@ async def test_member_over_the_policy_memory_or_time_is_refused(swarm_factory: S
                         now + 10_000)
         resp = await sub.transport.request(node.peer_id, TASK_PROTOCOL, wire.seal(sub.signer, spec), timeout=10)
         msg = wire.open_envelope(resp).message
-        assert isinstance(msg, Rejected) and "capability_denied" in msg.reason
+        assert isinstance(msg, Rejected) and msg.reason == Reason.FORBIDDEN and "capability_denied" in msg.detail
     now = sub.clock.now_ms()
     fits = TaskSpec("fits", "wasm", module, b"ok", (), TaskLimits(memory_mb=16, timeout_ms=1000), (), (),
                     os.urandom(16), now, now + 10_000)

@@ -25,6 +25,7 @@ from edgenode.net import MemoryBlobStore
 from edgenode.net.p2p import P2PTransport
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import TASK_PROTOCOL, Receipt, Rejected, TaskLimits, TaskSpec
+from edgenode.reasons import Reason
 from edgenode.sandbox import Sandbox, SandboxConfig
 from edgenode.tasks import Submitter, SystemClock, TaskRequest
 from ledger import SqliteLedgerStore
@@ -160,7 +161,7 @@ async def test_traversal_module_name_is_rejected_over_libp2p(target: Target) -> 
     for name in (traversal, served.upper(), served[:63]):
         out = await target.send(name, b"x")
         assert isinstance(out, Rejected), (name, out)
-        assert "sha256" in out.reason
+        assert out.reason == Reason.BAD_MODULE and "sha256" in out.detail
     assert (planted.read_bytes(), planted.stat().st_mtime_ns, files()) == before
     assert target.blobs.asked == []  # refused before any fetch
     # the same attacker, naming the module properly, is served normally

@@ -23,6 +23,7 @@ from edgenode.net import MemoryBlobStore
 from edgenode.net.memnet import MemNetwork, MemTransport
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import TASK_PROTOCOL, Advert, Busy, Receipt, Rejected, TaskLimits, TaskSpec
+from edgenode.reasons import Reason
 from edgenode.sandbox import Sandbox
 from edgenode.scheduler import AdvertTable
 from edgenode.security import AbuseConfig, AbuseGuard, SwarmGuard, issue_certificate
@@ -102,7 +103,7 @@ async def test_huge_nonces_are_refused_and_cost_nothing(rig: RigFactory) -> None
     r = await rig()
     for i in range(8):
         msg = await r.send(r.spec(f"big-{i}", nonce=os.urandom(1 << 20)))
-        assert isinstance(msg, Rejected) and msg.reason == "nonce too long"
+        assert isinstance(msg, Rejected) and msg.reason == Reason.BAD_NONCE
     assert len(r.node.executor.replay) == 0
     ok = await r.send(r.spec("honest"))
     assert isinstance(ok, Receipt) and ok.output == b"x"
@@ -121,7 +122,7 @@ async def test_a_spec_refused_as_busy_is_not_remembered(rig: RigFactory) -> None
     again = await r.send(spec)  # the same signed spec, retried: it never ran, so it is not a replay
     assert isinstance(again, Receipt)
     replay = await r.send(dataclasses.replace(spec, task_id="other"))
-    assert isinstance(replay, Rejected) and replay.reason == "replayed spec"
+    assert isinstance(replay, Rejected) and replay.reason == Reason.REPLAYED
 
 
 async def test_replay_entries_expire_as_injected_time_passes(rig: RigFactory) -> None:
@@ -142,7 +143,7 @@ async def test_replay_table_is_bounded_and_says_busy_when_full(rig: RigFactory) 
     for i in range(5):
         assert isinstance(await r.send(r.spec(f"t{i}")), Receipt)
     full = await r.send(r.spec("sixth"))
-    assert isinstance(full, Busy) and full.reason == "replay table full" and full.retry_after_ms > 0
+    assert isinstance(full, Busy) and full.reason == Reason.REPLAY_FULL and full.retry_after_ms > 0
     assert len(r.node.executor.replay) == 5
 
 
@@ -159,7 +160,7 @@ async def test_a_captured_spec_is_refused_by_the_restarted_node(tmp_path: Path, 
     # the same key restarts (a fresh process: no receipt cache, a new ledger file is fine)
     r2 = await rig(ident=ident, name="after", replay_store=await SqliteReplayStore.open(tmp_path / "replay.db"))
     again = wire.open_envelope(await r2.client.request(r2.node.peer_id, TASK_PROTOCOL, sealed)).message
-    assert isinstance(again, Rejected) and again.reason == "replayed spec"
+    assert isinstance(again, Rejected) and again.reason == Reason.REPLAYED
     assert r2.node.chain.height == 0  # not run again
     assert isinstance(await r2.send(r2.spec("honest")), Receipt)
 
@@ -240,7 +241,7 @@ async def test_strangers_do_not_grow_the_swarm_guards_tables(swarm_factory: Swar
             refused.append("dropped")  # disconnected as a non-member before it could ask
             continue
         msg = wire.open_envelope(answer).message
-        assert isinstance(msg, Rejected) and "no_certificate" in msg.reason, msg
+        assert isinstance(msg, Rejected) and msg.reason == Reason.FORBIDDEN and "no_certificate" in msg.detail, msg
         refused.append("no_certificate")
     assert len(refused) == 30 and "no_certificate" in refused
     buckets, scores, bans = node.guard.abuse.tracked()

@@ -24,6 +24,7 @@ from edgenode.net import RemoteFailure
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import STATUS_PROTOCOL, TASK_PROTOCOL, Receipt, Rejected, TaskLimits, TaskSpec
+from edgenode.reasons import Reason
 from edgenode.sandbox import Sandbox
 from edgenode.tasks import Submitter, SystemClock, TaskRequest
 from ledger import SqliteLedgerStore, verify_store
@@ -104,7 +105,7 @@ async def test_unsigned_frame_is_refused_before_its_body_is_decoded(open_node: O
     finally:
         tracemalloc.stop()
     _env, msg = wire.open_as(Rejected, answer)
-    assert "signature" in msg.reason  # checked first: the body was never decoded
+    assert msg.reason == Reason.MALFORMED and "signature" in msg.detail  # checked first: the body was never decoded
     assert peak < 4 * len(frame), f"one unsigned frame of {len(frame)} bytes cost {peak} bytes"
     await open_node.honest_task(module, b"after")  # still serving, nothing lost
     assert node.chain.height == height + 1 and (await verify_store(node.store)).ok
@@ -119,7 +120,7 @@ async def test_signed_frame_with_too_many_values_is_refused(open_node: Open, cat
     spec = TaskSpec("t-many", "wasm", module, b"x", many, TaskLimits(), (), (), os.urandom(16), now, now + 10_000)
     answer = await sub.transport.request(node.peer_id, TASK_PROTOCOL, wire.seal(ident, spec))
     _env, msg = wire.open_as(Rejected, answer)
-    assert msg.reason.startswith("invalid spec") and "too many values" in msg.reason
+    assert msg.reason == Reason.MALFORMED and "too many values" in msg.detail
     with pytest.raises(DecodeError, match="too many values"):
         wire.decode(wire.encode([None] * (wire.MAX_ITEMS + 1)))
     await open_node.honest_task(module, b"still here")
@@ -133,7 +134,7 @@ async def test_oversized_spec_is_refused_unopened(open_node: Open, cat_wasm: byt
     spec = TaskSpec("t-big", "wasm", module, b"x" * limit, (), TaskLimits(), (), (), os.urandom(16), now, now + 10_000)
     answer = await sub.transport.request(node.peer_id, TASK_PROTOCOL, wire.seal(sub.signer, spec))
     _env, msg = wire.open_as(Rejected, answer)
-    assert msg.reason.startswith("spec too large")
+    assert msg.reason == Reason.TOO_LARGE
     await open_node.honest_task(module, b"fine")
 
 

@@ -25,6 +25,7 @@ from edgenode.protocol import (
     TaskRecord,
     TaskSpec,
 )
+from edgenode.reasons import Reason
 from edgenode.security import (
     ENC_BOX,
     EVIDENCE_TOPIC,
@@ -114,7 +115,7 @@ async def test_stranger_is_refused_and_disconnected(swarm_factory: SwarmFactory,
     node = sw.nodes[0]
     await stranger.transport.connect(node.transport.listen_addrs[0])
     msg = await raw_task(stranger, node, spec_for(stranger, module, b"let me in"))
-    assert isinstance(msg, Rejected) and "no_certificate" in msg.reason
+    assert isinstance(msg, Rejected) and msg.reason == Reason.FORBIDDEN and "no_certificate" in msg.detail
     assert node.guard is not None
     await node.guard.settle()
     assert stranger.transport.peer_id not in node.transport.peers()
@@ -126,7 +127,7 @@ async def test_stranger_is_refused_and_disconnected(swarm_factory: SwarmFactory,
     foreign = await sw.client(cert=sw.cert(ident, ("submitter",), admin=other_admin), ident=ident, join=False)
     await foreign.transport.connect(node.transport.listen_addrs[0])
     msg = await raw_task(foreign, node, spec_for(foreign, module, b"wrong swarm"))
-    assert isinstance(msg, Rejected) and "wrong_swarm" in msg.reason
+    assert isinstance(msg, Rejected) and msg.reason == Reason.FORBIDDEN and "wrong_swarm" in msg.detail
     # the honest workload goes on
     await honest_round(sw, member, module)
 
@@ -154,7 +155,7 @@ async def test_revoked_member_is_refused(swarm_factory: SwarmFactory, cat_wasm: 
             node.guard.check_known(ident.peer_id)  # type: ignore[union-attr]
     heights = [n.chain.height for n in sw.nodes]
     msg = await raw_task(rogue, a, spec_for(rogue, module, b"after"))
-    assert isinstance(msg, Rejected) and "revoked" in msg.reason
+    assert isinstance(msg, Rejected) and msg.reason == Reason.FORBIDDEN and "revoked" in msg.detail
     assert refusals(a, "revoked") >= 1 and refusals(b, "revoked") >= 1
     await a.guard.settle()
     with pytest.raises(EdgenodeError):
@@ -172,7 +173,7 @@ async def test_replayed_spec_is_refused(swarm_factory: SwarmFactory, cat_wasm: b
     ok = await raw_task(sub, node, spec_for(sub, module, b"once", task_id="t1", nonce=nonce))
     assert isinstance(ok, Receipt)
     again = await raw_task(sub, node, spec_for(sub, module, b"once", task_id="t2", nonce=nonce))
-    assert isinstance(again, Rejected) and again.reason == "replayed spec"
+    assert isinstance(again, Rejected) and again.reason == Reason.REPLAYED
     assert task_refusals(node, "replayed") == 1 and node.chain.height == 1
     await honest_round(sw, sub, module)
 
@@ -184,7 +185,7 @@ async def test_tampered_ciphertext_is_refused(swarm_factory: SwarmFactory, cat_w
     node = sw.nodes[0]
     bad = spec_for(sub, module, os.urandom(64), policy={POLICY_ENC: ENC_BOX})
     msg = await raw_task(sub, node, bad)
-    assert isinstance(msg, Rejected) and "bad_ciphertext" in msg.reason
+    assert isinstance(msg, Rejected) and msg.reason == Reason.FORBIDDEN and "bad_ciphertext" in msg.detail
     assert task_refusals(node, "bad_ciphertext") == 1 and refusals(node, "bad_ciphertext") == 1
     # an output ciphertext altered by the executor fails the submitter's check
     honest = node.executor.handle
@@ -257,7 +258,8 @@ async def test_flood_of_invalid_messages_bans_and_spreads_evidence(
     assert refusals(a, "penalised") + refusals(a, "bad_certificate") >= 1
     try:  # a banned peer that comes back is refused as penalised (or cannot reach the node at all)
         again = wire.open_envelope(await flooder.transport.request(a.peer_id, TASK_PROTOCOL, good, timeout=5))
-        assert isinstance(again.message, Rejected) and "penalised" in again.message.reason
+        msg = again.message
+        assert isinstance(msg, Rejected) and msg.reason == Reason.FORBIDDEN and "penalised" in msg.detail
     except NetError:
         pass
     assert a.chain.height + b.chain.height == 6  # the flooder's tasks never ran
