@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .net import DROP_COUNTERS
+
 __all__ = ["NodeMetrics", "JsonFormatter", "setup_json_logging", "LATENCY_BUCKETS_S"]
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -49,7 +51,7 @@ class NodeMetrics:
         self.latency.labels(kind=kind).observe(ms / 1000.0)
 
     def set_transport_counters(self, counters: dict[str, int]) -> None:
-        self.gossip_drops.set(sum(v for k, v in counters.items() if "drop" in k))
+        self.gossip_drops.set(sum(counters.get(k, 0) for k in DROP_COUNTERS if k.startswith("gossip_")))
 
     def serve(self, port: int) -> int:
         """Serve ``/metrics`` on 127.0.0.1:``port`` (0 picks a free port); return the port."""

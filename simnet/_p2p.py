@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgenode.errors import EdgenodeError
+from edgenode.net import DROP_COUNTERS
 from edgenode.net.p2p import P2PTransport
 from edgenode.tasks import Submitter
 
@@ -274,7 +275,7 @@ class P2PSwarm(_SwarmBase):
         for r in sorted(rows, key=lambda r: int(r["index"])):
             forks += int(r["forks"])
             for k, v in r["counters"].items():
-                if any(w in k for w in ("drop", "lost", "timeout", "fail")):
+                if k in DROP_COUNTERS:
                     drops[k] += int(v)
             byz.update({k: int(v) for k, v in r["byz"].items()})
             for k, v in r["executor"].items():

@@ -22,7 +22,7 @@ from pathlib import Path
 from edgenode.config import NodeConfig, NodeSection
 from edgenode.errors import EdgenodeError
 from edgenode.fl import FLController
-from edgenode.net import GossipMessage, NetError, Transport
+from edgenode.net import DROP_COUNTERS, GossipMessage, NetError, Transport
 from edgenode.net.memnet import LinkSpec, MemNetwork
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import (
@@ -313,7 +313,7 @@ class MemSwarm(_SwarmBase):
             ledgers.append(LedgerState(self.ids[i], audit.height, audit.verified, audit.detail, tids, i in self.byz))
         drops: Counter[str] = Counter()
         for k, v in self.net.counters().items():
-            if any(w in k for w in ("dropped", "lost", "timeout", "failed")):
+            if k in DROP_COUNTERS:
                 drops[k] += v
         byz: Counter[str] = Counter()
         for bz in self.byz.values():

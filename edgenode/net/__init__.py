@@ -7,6 +7,8 @@ py-libp2p.  Import the implementation you need from its module.
 from ._errors import BlobMismatch, NetError, NotRunning, RemoteFailure, RequestTimeout, Unreachable
 from ._transport import (
     BLOB_PROTOCOL,
+    COUNTERS,
+    DROP_COUNTERS,
     BlobStore,
     GossipMessage,
     Handler,
@@ -22,6 +24,8 @@ from ._transport import (
 )
 
 __all__ = [
+    "COUNTERS",
+    "DROP_COUNTERS",
     "BLOB_PROTOCOL",
     "BlobMismatch",
     "BlobStore",

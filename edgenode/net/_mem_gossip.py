@@ -285,7 +285,7 @@ class GossipLayer:
             if s.put(g.msg):
                 c["gossip_delivered"] += 1
             else:
-                c["gossip_dropped_queue_full"] += 1
+                c["gossip_dropped_slow_subscriber"] += 1
         sched = self._sched
         assert sched is not None
         now = sched.now()

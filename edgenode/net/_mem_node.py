@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ._errors import NetError, NotRunning, RequestTimeout, Unreachable
 from ._mem_core import Stream
 from ._transport import (
+    COUNTERS,
     GossipMessage,
     Handler,
     PeerEvent,
@@ -34,26 +35,19 @@ ADDR_PREFIX = "/memory/"
 """memnet addresses are ``/memory/<peer_id>/p2p/<peer_id>``."""
 
 COUNTER_NAMES = (
-    "gossip_published",
+    *COUNTERS,
     "gossip_sent",
     "gossip_received",
-    "gossip_delivered",
     "gossip_duplicates",
     "gossip_lost",
-    "gossip_dropped_invalid",
-    "gossip_dropped_queue_full",
     "gossip_dropped_not_subscribed",
     "gossip_dropped_crashed",
     "gossip_ihave_sent",
     "gossip_iwant_sent",
-    "requests_sent",
-    "requests_served",
-    "requests_failed",
-    "requests_timeout",
     "requests_lost",
-    "peer_events_dropped",
 )
-"""Counters every memnet transport reports (all start at zero)."""
+"""Counters every memnet transport reports (all start at zero): the common :data:`COUNTERS`
+and the simulated links' own."""
 
 _NEW, _RUNNING, _STOPPED = 0, 1, 2
 
@@ -292,8 +286,11 @@ class MemTransport(Transport):
             async with asyncio.timeout_at(deadline):
                 return await fut
         except TimeoutError as exc:
-            self._c["requests_timeout"] += 1
+            self._c["requests_timed_out"] += 1
             raise RequestTimeout(f"no answer from {peer} on {protocol} within {timeout} s") from exc
+        except NetError:
+            self._c["requests_errors"] += 1
+            raise
         finally:
             self._pending.pop(rid, None)
 
@@ -307,12 +304,12 @@ class MemTransport(Transport):
 
     async def _serve_one(self, handler: Handler, src: MemTransport, rid: int, data: bytes, epoch: int) -> None:
         ok = True
+        self._c["requests_served"] += 1
         try:
             resp = await handler(src._peer_id, data)
             if not isinstance(resp, bytes | bytearray | memoryview):
                 raise TypeError(f"handler returned {type(resp).__name__}, not bytes")
             payload = bytes(resp)
-            self._c["requests_served"] += 1
         except Exception as exc:  # the handler's failure goes back to the requester, never into the network
             ok = False
             # a reason code only (as over libp2p); the detail stays in our log

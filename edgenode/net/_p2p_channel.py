@@ -250,7 +250,7 @@ async def serve_channel(
                     logger.debug("handler failed for %s: %r", sender, exc)
                     kind, out = KIND_ERROR, failure_reason(exc).encode()
             if kind == KIND_ERROR and out == REASON_HANDLER_TIMEOUT.encode():
-                counters.add("requests_timed_out")
+                counters.add("requests_handler_timed_out")
             if len(out) + 9 > out_max:
                 kind, out = KIND_ERROR, REASON_TOO_LARGE.encode()
             frame = encode_mux(req_id, kind, out, out_max)

@@ -45,7 +45,7 @@ from ._p2p_util import (
     raise_queue_limits,
     reset_quietly,
 )
-from ._transport import REASON_NO_HANDLER, REASON_TOO_LARGE, failure_reason
+from ._transport import COUNTERS, REASON_NO_HANDLER, REASON_TOO_LARGE, failure_reason
 
 __all__ = ["LibP2PNode", "NodeHooks", "Counters", "NodeSettings", "NoHandler"]
 
@@ -67,7 +67,7 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._c: Counter[str] = Counter()
+        self._c: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -586,7 +586,7 @@ class LibP2PNode:
                 await stream.write(encode_frame(out, self._c.max_frame_bytes))
                 await close_quietly(stream)
             if scope.cancelled_caught:
-                self._counters.add("requests_timed_out")
+                self._counters.add("requests_handler_timed_out")
                 await reset_quietly(stream)
         except Exception as exc:  # malformed request or a broken stream: drop it, count it
             self._counters.add("requests_bad")

@@ -47,7 +47,41 @@ __all__ = [
     "REASON_HANDLER_FAILED",
     "REASON_HANDLER_TIMEOUT",
     "REASON_TOO_LARGE",
+    "COUNTERS",
+    "DROP_COUNTERS",
 ]
+
+COUNTERS: dict[str, str] = {
+    # gossip
+    "gossip_published": "messages this node published",
+    "gossip_delivered": "messages handed to a local subscription",
+    "gossip_dropped_invalid": "messages a validator refused",
+    "gossip_dropped_slow_subscriber": "messages not handed to a subscription whose queue was full",
+    # requests this node sent
+    "requests_sent": "requests sent",
+    "requests_timed_out": "requests sent that got no answer in time (RequestTimeout)",
+    "requests_errors": "requests sent that failed otherwise (unreachable, refused, a failure answer)",
+    # requests this node served
+    "requests_served": "requests handed to a handler",
+    "requests_failed": "served requests whose handler raised (answered handler_failed)",
+    "requests_unhandled": "requests for a protocol nothing serves (answered no_handler)",
+    "requests_too_large": "requests over their protocol's size limit (answered bad_request)",
+    "requests_handler_timed_out": "served requests whose handler ran out of time",
+    # peers
+    "peer_events_dropped": "peer events not queued for a slow reader",
+}
+"""The counters every transport reports, always present (from zero), each meaning the same on
+memnet and on libp2p.  A transport may report more, named after what only it has
+(memnet: ``gossip_lost``, ``requests_lost``... on simulated links; libp2p: ``dials``,
+``channels_opened``...); docs/net.md lists them."""
+
+DROP_COUNTERS = frozenset({
+    "gossip_dropped_invalid", "gossip_dropped_slow_subscriber", "requests_timed_out", "requests_errors",
+    "requests_failed", "requests_handler_timed_out", "peer_events_dropped",
+    # memnet's simulated links
+    "gossip_lost", "requests_lost", "gossip_dropped_crashed",
+})
+"""The counters that count traffic lost, refused or failed: what metrics and reports call drops."""
 
 BLOB_PROTOCOL = "/edgenode/blob/1"
 """Request protocol that serves blobs by sha256 (request: the sha256 hex digest as ASCII)."""

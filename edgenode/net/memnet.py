@@ -289,7 +289,7 @@ class MemNetwork(GossipLayer):
             return
         handler = dst._handlers.get(protocol)
         if handler is None:
-            dst._c["requests_failed"] += 1
+            dst._c["requests_unhandled"] += 1
             self._send_response(dst, src, rid, False, REASON_NO_HANDLER.encode())
             return
         dst._spawn_handler(handler, src, rid, data)

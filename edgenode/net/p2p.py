@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import EdgenodeError, LocalError
 from ..identity import Identity
-from ._errors import NotRunning
+from ._errors import NotRunning, RequestTimeout
 from ._p2p_bridge import Child, SharedTrioThread, TrioThread
 from ._p2p_config import P2PConfig
 from ._p2p_frame import RPC_PROTOCOL
@@ -299,6 +299,9 @@ class P2PTransport(Transport):
         self._counters.add("requests_sent")
         try:
             return await self._bridge.call(node.request, peer, protocol, bytes(data), timeout)
+        except RequestTimeout:
+            self._counters.add("requests_timed_out")
+            raise
         except Exception:
             self._counters.add("requests_errors")
             raise

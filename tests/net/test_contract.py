@@ -19,6 +19,7 @@ import pytest
 from edgenode.identity import Identity, public_key_from_peer_id
 from edgenode.net import (
     BLOB_PROTOCOL,
+    COUNTERS,
     BlobMismatch,
     GossipMessage,
     MemoryBlobStore,
@@ -280,6 +281,18 @@ async def test_handler_failure_and_unknown_protocol_are_remote_failures(make_swa
             await a.request(b.peer_id, "/contract/nobody-serves-this/1", b"x", timeout=WAIT)
         # both ends still work
         assert await a.request(b.peer_id, "/contract/fine/1", b"still alive", timeout=WAIT) == b"still alive"
+        # the same counters, named the same, on every transport
+        sent, served = a.counters, b.counters
+        assert (sent["requests_sent"], sent["requests_errors"], sent["requests_timed_out"]) == (3, 2, 0)
+        assert (served["requests_failed"], served["requests_unhandled"]) == (1, 1)
+        assert served["requests_served"] >= 2  # the broken and the fine one (libp2p's ping may add)
+
+
+async def test_every_transport_reports_the_common_counters_from_zero(make_swarm: SwarmFactory) -> None:
+    async with make_swarm(1, False) as nodes:
+        counters = nodes[0].counters
+        assert set(COUNTERS) <= set(counters)
+        assert all(counters[k] == 0 for k in COUNTERS if k.startswith(("gossip_", "requests_")))
 
 
 async def test_request_timeout(make_swarm: SwarmFactory) -> None:
@@ -294,6 +307,7 @@ async def test_request_timeout(make_swarm: SwarmFactory) -> None:
         b.serve("/contract/stuck/1", stuck)
         with pytest.raises(RequestTimeout):
             await a.request(b.peer_id, "/contract/stuck/1", b"x", timeout=0.3)
+        assert (a.counters["requests_timed_out"], a.counters["requests_errors"]) == (1, 0)
 
 
 async def test_request_to_unknown_peer_is_unreachable(make_swarm: SwarmFactory) -> None:
