@@ -14,7 +14,7 @@ def test_metrics_endpoint_on_loopback() -> None:
     m.task_done("wasm", "ok", 12.0)
     m.task_done("wasm", "trap", 3.0)
     m.queue.set(4)
-    m.set_transport_counters({"gossip_dropped_invalid": 2, "gossip_dropped_full": 1, "published": 9})
+    m.set_transport_counters({"gossip_dropped_invalid": 2, "gossip_dropped_slow_subscriber": 1, "gossip_published": 9})
     port = m.serve(0)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
