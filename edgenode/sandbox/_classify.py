@@ -27,6 +27,8 @@ class Outcome:
     """Instantiation failed because the module's memory is over the cap."""
     deadline_hit: bool = False
     """The wall-clock deadline passed inside a host call (a WASI sleep, a model call) and the task was stopped."""
+    checkpointed: bool = False
+    """The run stopped at a safe point on request, after its snapshot was taken."""
 
 
 def classify(o: Outcome) -> tuple[Status, int, str | None]:
@@ -40,6 +42,8 @@ def classify(o: Outcome) -> tuple[Status, int, str | None]:
     if o.instantiate_error is not None:
         status = Status.MEMORY_LIMIT if o.memory_refused else Status.INVALID_MODULE
         return status, -1, o.instantiate_error
+    if o.checkpointed:
+        return Status.CHECKPOINTED, -1, None
     if o.output_over:
         return Status.OUTPUT_LIMIT, -1, "output cap reached"
     if o.deadline_hit:

@@ -5,6 +5,8 @@ ABI (see docs/task-abi.md and examples/tasks/include/edgenode.h)::
     (import "edgenode" "model_count" (func (result i32)))
     (import "edgenode" "infer" (func (param i32 i32 i32 i32 i32) (result i32)))
     ;; infer(slot, in_ptr, in_len, out_ptr, out_cap) -> bytes written, or a negative error
+    (import "edgenode" "safepoint" (func (param i32 i32) (result i32)))
+    ;; safepoint(unwind_buf, len) -> 0, or 1 just after a resume (see _checkpoint.py)
 
 ``slot`` indexes ``TaskIO.models``: a task can only reach the models its spec names.
 """
@@ -71,6 +73,12 @@ class HostCtx:
     """Stops the task (drains its fuel) once its deadline passed inside a host call."""
     deadline_hit: bool = False
     """The deadline passed while the task was in a host call."""
+    safepoint: Callable[[Any, int, int], int] | None = None
+    """The run's safe-point hook (a checkpointable run); ``None``: safe points return 0 at once."""
+    stdin: bytes | None = None
+    """stdin of a checkpointable run, served by the host's ``fd_read`` (``None``: WASI's own)."""
+    stdin_offset: int = 0
+    """Bytes of ``stdin`` the task has read."""
 
     def expire(self) -> None:
         """Mark the deadline as passed and stop the task (once)."""
@@ -150,9 +158,16 @@ def _infer(caller: Any, slot: int, in_ptr: int, in_len: int, out_ptr: int, out_c
     return len(out)
 
 
+def _safepoint(caller: Any, buf: int, length: int) -> int:
+    ctx = current()
+    hook = ctx.safepoint if ctx is not None else None
+    return 0 if hook is None else hook(caller, buf, length)
+
+
 HOST_FUNCS: dict[str, tuple[int, Callable[..., int]]] = {
     "model_count": (0, _model_count),
     "infer": (5, _infer),
+    "safepoint": (2, _safepoint),
 }
 """Name -> (number of i32 params, implementation) of every host function; each returns one i32."""
 

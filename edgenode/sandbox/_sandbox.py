@@ -12,6 +12,7 @@ limit, and a task's limits are clamped to the node's ceilings.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import logging
@@ -19,7 +20,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,22 +28,26 @@ from typing import Any
 import wasmtime as wt
 
 from ..errors import LocalError
+from ._asyncify import ASYNCIFY_EXPORTS, asyncify, have_wasm_opt, imports_safepoint
 from ._cache import ModuleCache, is_sha256_hex
-from ._classify import Outcome, classify
+from ._checkpoint import Checkpointing, SafePoints, check_resume, define_stdin
+from ._classify import Outcome
 from ._clock import define_wasi_time
 from ._compile import compile_in_child
 from ._compile_worker import engine_config
 from ._errors import InvalidModule, SandboxClosed, UnknownModule
 from ._host import HOST_FUNCS, HOST_MODULE, HostCtx, define_host, set_current
+from ._prepared import PreparedRun
 from ._scan import scan_module
+from ._snapshot import Snapshot, memory_image, open_snapshot
 from ._types import HostModels, Limits, RunResult, SandboxConfig, TaskIO
 from ._wasi import OutputSink, make_wasi
 
 __all__ = ["Sandbox", "PreparedRun"]
 
 _WASI_MODULE = "wasi_snapshot_preview1"
-_PAGE = 65536
 _MAX_CACHED_MODULES = 256
+_REWRITTEN = b"ENASYNC1"  # precompiled payload of an Asyncify-rewritten module: magic, code hash, code
 
 log = logging.getLogger("edgenode.sandbox")
 
@@ -52,6 +57,10 @@ class _Compiled:
     module: wt.Module
     pre: wt.InstancePre | None
     problem: str | None
+    code_hash: str | None = None
+    """sha256 hex of the Asyncify-rewritten bytes of a checkpointable module; ``None`` for others."""
+    pre_ckpt: wt.InstancePre | None = None
+    """The module linked for checkpointable runs (stdin served by the host)."""
 
 
 def _engine_settings(cfg: SandboxConfig) -> dict[str, Any]:
@@ -75,137 +84,6 @@ def _fingerprint(cfg: SandboxConfig) -> str:
     if cfg.cranelift_opt_level != "speed":
         key += f";opt={cfg.cranelift_opt_level}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-class PreparedRun:
-    """An instantiated task, ready to start: one use. ``Sandbox.prepare`` makes it."""
-
-    def __init__(
-        self,
-        sandbox: Sandbox,
-        module_hash: str,
-        store: wt.Store,
-        instance: wt.Instance | None,
-        sink: OutputSink,
-        ctx: HostCtx,
-        limits: Limits,
-        outcome: Outcome | None,
-        setup_ms: float,
-    ) -> None:
-        self._sandbox = sandbox
-        self.module_hash = module_hash
-        self._store = store
-        self._instance = instance
-        self._sink = sink
-        self._ctx = ctx
-        self._limits = limits
-        self._early = outcome
-        self._setup_ms = setup_ms
-        self._done = False
-        self._stopped_fuel: int | None = None
-
-    @property
-    def failed(self) -> str | None:
-        """Why instantiation failed (the run will end ``invalid_module``/``memory_limit``), else ``None``."""
-        return self._early.instantiate_error if self._early is not None else None
-
-    def start(self) -> RunResult:
-        """Run ``_start`` to completion (or to a limit) on the calling thread."""
-        if self._done:
-            raise LocalError("a prepared run starts once")
-        self._done = True
-        try:
-            return self._start()
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        # The store's WASI callbacks (held on the native side, out of the GC's sight) reach the
-        # sink, whose callback reached this run and so the store again: an uncollectable cycle
-        # that kept every store alive (about 17 KB of RSS per task). Cut the callbacks.
-        self._sink.detach()
-        self._ctx.on_deadline = None
-        self._ctx.memory = None
-
-    def _start(self) -> RunResult:
-        if self._early is not None or self._instance is None:
-            return self._result(self._early or Outcome(instantiate_error="not instantiated"), 0, 0.0)
-        clock = self._sandbox.clock
-        store = self._store
-        entry = self._instance.exports(store).get("_start")
-        if not isinstance(entry, wt.Func):
-            return self._result(Outcome(instantiate_error="no _start export"), 0, 0.0)
-        ticks = math.ceil(self._limits.timeout_ms / self._sandbox.config.epoch_tick_ms) + 1
-        store.set_epoch_deadline(ticks)
-        self._ctx.deadline = time.monotonic() + self._limits.timeout_ms / 1000.0
-        set_current(self._ctx)
-        t0 = clock()
-        try:
-            with self._sandbox._ticking():
-                entry(store)
-            outcome = Outcome()
-        except wt.ExitTrap as exc:
-            outcome = Outcome(exit_code=exc.code)
-        except wt.Trap as exc:
-            code = exc.trap_code
-            outcome = Outcome(trap_kind=code.name.lower() if code is not None else exc.message.splitlines()[0][:200])
-        except wt.WasmtimeError as exc:
-            outcome = Outcome(trap_kind=str(exc).splitlines()[0][:200])
-        finally:
-            set_current(None)
-        wall = (clock() - t0) * 1000.0
-        failed = outcome.trap_kind is not None or outcome.exit_code not in (None, 0)
-        outcome = Outcome(
-            exit_code=outcome.exit_code,
-            trap_kind=outcome.trap_kind,
-            output_over=self._sink.over,
-            memory_at_cap=failed and self._memory_at_cap(),
-            deadline_hit=self._ctx.deadline_hit,
-        )
-        return self._result(outcome, self._fuel_used(), wall)
-
-    def _fuel_used(self) -> int:
-        if self._stopped_fuel is not None:
-            return self._stopped_fuel
-        try:
-            return self._limits.fuel - self._store.get_fuel()
-        except wt.WasmtimeError:
-            return self._limits.fuel
-
-    def _stop_now(self) -> None:
-        # Called from a host call on the task's thread (the output sink inside fd_write, a WASI
-        # sleep past the deadline): drain the fuel, so the task stops at its next instruction.
-        if self._stopped_fuel is not None:
-            return
-        try:
-            self._stopped_fuel = self._limits.fuel - self._store.get_fuel()
-            self._store.set_fuel(0)
-        except wt.WasmtimeError:
-            self._stopped_fuel = None
-
-    def _memory_at_cap(self) -> bool:
-        if self._instance is None:
-            return False
-        mem = self._instance.exports(self._store).get("memory")
-        if not isinstance(mem, wt.Memory):
-            return False
-        cap = self._limits.memory_mb << 20
-        # Within a quarter of the cap (at least 1 MiB + a page, a typical large malloc) counts as "at the cap".
-        return mem.data_len(self._store) >= cap - max(cap // 4, (1 << 20) + _PAGE)
-
-    def _result(self, outcome: Outcome, fuel_used: int, wall_ms: float) -> RunResult:
-        status, exit_code, trap = classify(outcome)
-        return RunResult(
-            status=status,
-            exit_code=exit_code,
-            stdout=b"".join(self._sink.stdout),
-            stderr=b"".join(self._sink.stderr),
-            fuel_used=fuel_used,
-            wall_ms=self._setup_ms + wall_ms,
-            trap=trap,
-            module_hash=self.module_hash,
-            limits=self._limits,
-        )
 
 
 class Sandbox:
@@ -234,6 +112,11 @@ class Sandbox:
         self._linker.define_wasi()
         define_wasi_time(self._linker)
         define_host(self._linker)
+        self._linker_ckpt = wt.Linker(self.engine)  # for checkpointable runs: stdin served by the host
+        self._linker_ckpt.define_wasi()
+        define_wasi_time(self._linker_ckpt)
+        define_stdin(self._linker_ckpt)
+        define_host(self._linker_ckpt)
         self._lock = threading.Lock()
         self._modules: OrderedDict[str, _Compiled] = OrderedDict()
         self._disk: ModuleCache | None = None
@@ -323,22 +206,30 @@ class Sandbox:
             raise InvalidModule(
                 f"a function body is {shape.largest_body} bytes, over this node's limit of {cfg.max_function_bytes}"
             )
-        module = self._load_cached(h)
-        if module is None:
-            module = self._compile_new(h, module_bytes)
-        self._remember(h, self._check(module))
+        cached = self._load_cached(h)
+        module, code_hash = cached if cached is not None else self._compile_new(h, module_bytes)
+        self._remember(h, self._check(module, code_hash))
         return h
 
-    def _compile_new(self, h: str, module_bytes: bytes) -> wt.Module:
+    def _compile_new(self, h: str, module_bytes: bytes) -> tuple[wt.Module, str | None]:
         cfg = self.config
+        code_hash: str | None = None
+        if imports_safepoint(module_bytes):
+            if have_wasm_opt():
+                rewritten = asyncify(module_bytes, timeout_s=cfg.compile_timeout_ms / 1000.0)
+                module_bytes, code_hash = rewritten.wasm, rewritten.code_hash
+            else:
+                log.warning("wasm-opt (binaryen) is missing: a task with safe points runs without checkpoints",
+                            extra={"module_hash": h[:16]})
+        prefix = b"" if code_hash is None else _REWRITTEN + code_hash.encode("ascii")
         if len(module_bytes) <= cfg.inline_compile_bytes:
             try:
                 module = wt.Module(self.engine, module_bytes)
             except (wt.WasmtimeError, ValueError, TypeError) as exc:
                 raise InvalidModule(f"not a valid WebAssembly module: {_first_line(exc)}") from exc
             if self._disk is not None:
-                self._disk.store(h, bytes(module.serialize()))
-            return module
+                self._disk.store(h, prefix + bytes(module.serialize()))
+            return module, code_hash
         payload = compile_in_child(
             module_bytes, self._settings, timeout_s=cfg.compile_timeout_ms / 1000.0, memory_mb=cfg.compile_memory_mb
         )
@@ -347,8 +238,8 @@ class Sandbox:
         except wt.WasmtimeError as exc:
             raise LocalError(f"the compiler process returned unusable code: {_first_line(exc)}") from exc
         if self._disk is not None:
-            self._disk.store(h, payload)
-        return module
+            self._disk.store(h, prefix + payload)
+        return module, code_hash
 
     def compile_file(self, path: Path) -> str:
         """``compile`` the bytes of a file; an unreadable file is a ``LocalError``."""
@@ -380,19 +271,23 @@ class Sandbox:
         """Bytes the precompiled modules take on disk (0 without a cache directory)."""
         return 0 if self._disk is None else self._disk.usage_bytes()
 
-    def _load_cached(self, h: str) -> wt.Module | None:
+    def _load_cached(self, h: str) -> tuple[wt.Module, str | None] | None:
         if self._disk is None:
             return None
         payload = self._disk.load(h)  # only files this node sealed; never a name that is not a hash
         if payload is None:
             return None
+        code_hash: str | None = None
+        if payload.startswith(_REWRITTEN):  # sealed by this node, so the prefix is its own
+            code_hash = payload[len(_REWRITTEN):len(_REWRITTEN) + 64].decode("ascii")
+            payload = payload[len(_REWRITTEN) + 64:]
         try:
-            return wt.Module.deserialize(self.engine, payload)
+            return wt.Module.deserialize(self.engine, payload), code_hash
         except wt.WasmtimeError:
             self._disk.discard(h)  # sealed by this node for another engine build: recompile
             return None
 
-    def _check(self, module: wt.Module) -> _Compiled:
+    def _check(self, module: wt.Module, code_hash: str | None = None) -> _Compiled:
         for imp in module.imports:
             if imp.module == _WASI_MODULE:
                 continue
@@ -403,9 +298,12 @@ class Sandbox:
             return _Compiled(module, None, "no _start export")
         try:
             pre = self._linker.instantiate_pre(module)
+            exports = {e.name for e in module.exports}
+            if code_hash is None or not exports.issuperset(ASYNCIFY_EXPORTS):
+                return _Compiled(module, pre, None)
+            return _Compiled(module, pre, None, code_hash, self._linker_ckpt.instantiate_pre(module))
         except wt.WasmtimeError as exc:
             return _Compiled(module, None, f"cannot link: {_first_line(exc)}")
-        return _Compiled(module, pre, None)
 
     def _remember(self, h: str, compiled: _Compiled) -> None:
         with self._lock:
@@ -422,29 +320,49 @@ class Sandbox:
             if compiled is not None:
                 self._modules.move_to_end(h)
                 return compiled
-        module = self._load_cached(h)
-        if module is None:
+        cached = self._load_cached(h)
+        if cached is None:
             raise UnknownModule(f"module {h[:16]} is not compiled here")
-        compiled = self._check(module)
+        compiled = self._check(*cached)
         self._remember(h, compiled)
         return compiled
 
     # -- runs -------------------------------------------------------------------------------
 
-    def prepare(self, module_hash: str, io: TaskIO | None = None, limits: Limits | None = None) -> PreparedRun:
+    def prepare(
+        self,
+        module_hash: str,
+        io: TaskIO | None = None,
+        limits: Limits | None = None,
+        *,
+        checkpointing: Checkpointing | None = None,
+        resume: Sequence[Snapshot] = (),
+    ) -> PreparedRun:
         """Instantiate a task (store, WASI, limits) without starting it.
 
         ``limits`` are clamped to the node's ceilings (``SandboxConfig.max_*``); the result
         records what the task ran under. Raises ``UnknownModule`` for a hash never compiled
         (or a name that is not a hash), and the model registry's ``InferenceError`` when
         ``io.models`` names a model it does not hold.
+
+        ``checkpointing`` lets a task with safe points take snapshots (periodic, or on
+        ``PreparedRun.request_checkpoint``); it is ignored for other modules and for runs
+        granted a directory. ``resume`` (a full snapshot and its deltas, oldest first, each
+        opened with ``open_snapshot``) continues a checkpointed task where it stopped: ``io``
+        must be the task's own and ``limits`` default to the snapshot's; the fuel and time it
+        already used count. Raises ``InvalidSnapshot`` when the snapshots do not fit.
         """
         if self._stop.is_set():
             raise SandboxClosed("sandbox is closed")
         io = io or TaskIO()
-        limits = self.config.clamp(limits or self.config.default_limits())
         compiled = self._get(module_hash)
         models = tuple(self.models.resolve(m) for m in io.models) if (io.models and self.models) else io.models
+        last = resume[-1] if resume else None
+        if last is not None:
+            check_resume(resume, module_hash, compiled.code_hash, io, models)
+            limits = limits or Limits(*last.state.limits)
+        limits = self.config.clamp(limits or self.config.default_limits())
+        ckpt = compiled.pre_ckpt is not None and io.readonly_dir is None and (checkpointing is not None or resume)
         t0 = self.clock()
         store = wt.Store(self.engine)
         ctx = HostCtx(models=models, registry=self.models, wake=self._stop, on_deadline=lambda: store.set_fuel(0))
@@ -455,7 +373,9 @@ class Sandbox:
             tables=self.config.max_tables,
             memories=self.config.max_memories,
         )
-        store.set_fuel(limits.fuel)
+        fuel_base = last.state.fuel_used if last is not None else 0
+        timeout_ms = max(1, limits.timeout_ms - last.state.elapsed_ms) if last is not None else limits.timeout_ms
+        store.set_fuel(max(limits.fuel - fuel_base, 0))
         holder: list[PreparedRun] = []
         sink = OutputSink(limits.max_output_bytes, lambda: holder[0]._stop_now() if holder else store.set_fuel(0))
         if compiled.problem is not None or compiled.pre is None:
@@ -464,19 +384,31 @@ class Sandbox:
             )
             holder.append(run)
             return run
+        points: SafePoints | None = None
+        if ckpt:
+            points = SafePoints(checkpointing)
+            ctx.safepoint, ctx.stdin = points, io.stdin
         try:
-            store.set_wasi(make_wasi(io, sink))
+            store.set_wasi(make_wasi(dataclasses.replace(io, stdin=b"") if ckpt else io, sink))
         except wt.WasmtimeError as exc:
             raise LocalError(f"cannot grant {io.readonly_dir}: {exc}") from exc
+        if last is not None:
+            sink.stdout, sink.stderr = [last.state.stdout], [last.state.stderr]
+            sink.total = len(last.state.stdout) + len(last.state.stderr)
+            ctx.stdin_offset = last.state.stdin_offset
+            ctx.origin_ns = time.monotonic_ns() - last.state.clock_ns
         instance: wt.Instance | None = None
         early: Outcome | None = None
         # A start function runs now: it gets the task's deadline too (epoch and host calls), then start() re-arms.
-        store.set_epoch_deadline(math.ceil(limits.timeout_ms / self.config.epoch_tick_ms) + 1)
-        ctx.deadline = time.monotonic() + limits.timeout_ms / 1000.0
+        store.set_epoch_deadline(math.ceil(timeout_ms / self.config.epoch_tick_ms) + 1)
+        ctx.deadline = time.monotonic() + timeout_ms / 1000.0
         set_current(ctx)
+        pre = compiled.pre_ckpt if ckpt and compiled.pre_ckpt is not None else compiled.pre
         try:
             with self._ticking():
-                instance = compiled.pre.instantiate(store)
+                instance = pre.instantiate(store)
+                if points is not None and last is not None:
+                    points.restore(store, instance, memory_image(resume), last)
         except wt.Trap as exc:
             code = exc.trap_code
             if ctx.deadline_hit or (code is not None and code.name.lower() == "interrupt"):
@@ -492,12 +424,31 @@ class Sandbox:
         store.set_epoch_deadline(1 << 40)  # armed for real by start()
         run = PreparedRun(self, module_hash, store, instance, sink, ctx, limits, early, (self.clock() - t0) * 1000.0)
         ctx.on_deadline = run._stop_now
+        run._points, run._code_hash, run._io, run._timeout_ms = points, compiled.code_hash, io, timeout_ms
+        if last is not None:
+            run._fuel_base, run._elapsed_base, run._resumed_from = fuel_base, last.state.elapsed_ms, last.id
         holder.append(run)
         return run
 
-    def run(self, module_hash: str, io: TaskIO | None = None, limits: Limits | None = None) -> RunResult:
+    def run(
+        self,
+        module_hash: str,
+        io: TaskIO | None = None,
+        limits: Limits | None = None,
+        *,
+        checkpointing: Checkpointing | None = None,
+        resume: Sequence[Snapshot] = (),
+    ) -> RunResult:
         """Instantiate and run a compiled task to completion; never raises for what the task does."""
-        return self.prepare(module_hash, io, limits).start()
+        return self.prepare(module_hash, io, limits, checkpointing=checkpointing, resume=resume).start()
+
+    def code_hash(self, module_hash: str) -> str | None:
+        """sha256 hex of the Asyncify-rewritten code of a checkpointable module; ``None`` for other modules."""
+        return self._get(module_hash).code_hash
+
+    def open_snapshot(self, data: bytes, *, trusted: Collection[bytes] | None = None) -> Snapshot:
+        """``open_snapshot`` bounded by this node's memory ceiling (``max_memory_mb``)."""
+        return open_snapshot(data, max_pages=self.config.max_memory_mb << 4, trusted=trusted)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._snapshot import Snapshot
 
 __all__ = ["SandboxConfig", "Limits", "TaskIO", "Status", "RunResult", "HostModels"]
 
@@ -154,6 +157,8 @@ class Status(enum.StrEnum):
     """The module was refused: not WebAssembly, over the node's size limits, a forbidden import, a bad start."""
     COMPILE_TIMEOUT = "compile_timeout"
     """Compiling the module took longer than the node's ``compile_timeout_ms`` (the compiler was killed)."""
+    CHECKPOINTED = "checkpointed"
+    """The run stopped at a safe point on request; ``RunResult.snapshot`` resumes it (not a task outcome)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,12 @@ class RunResult:
     """sha256 hex of the module's bytes."""
     limits: Limits | None = None
     """The limits the task ran under: its own, clamped to the node's ceilings."""
+    snapshot: Snapshot | None = None
+    """The last snapshot this run took (the one to resume when the status is ``checkpointed``), else ``None``."""
+    resumed_from: str | None = None
+    """Id of the snapshot this run resumed from; ``None`` for a run from the start."""
+    checkpoints: int = 0
+    """Snapshots this run took."""
 
     @property
     def ok(self) -> bool:

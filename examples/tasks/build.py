@@ -18,7 +18,7 @@ import wasmtime
 __all__ = ["HERE", "C_TASKS", "WAT_TASKS", "build_all", "have_clang"]
 
 HERE = Path(__file__).resolve().parent
-C_TASKS = ("wordcount", "sha256", "digits", "exitcode", "loop", "membomb", "recurse", "flood")
+C_TASKS = ("wordcount", "sha256", "digits", "exitcode", "loop", "membomb", "recurse", "flood", "migrate")
 WAT_TASKS = ("hello", "forbidden", "stackbomb", "nostart", "unreachable")
 CLANG_FLAGS = ("--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-Wall")
 

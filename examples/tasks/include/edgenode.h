@@ -30,4 +30,29 @@ EDGE_IMPORT("model_count") int32_t edge_model_count(void);
 EDGE_IMPORT("infer")
 int32_t edge_infer(int32_t slot, const void *in, int32_t in_len, void *out, int32_t out_cap);
 
+/* Safe points (docs/task-abi.md, "Checkpoints and migration"). A task that calls
+ * edge_safepoint() in its main loop can be checkpointed there, moved to another node (of
+ * any CPU architecture) and resumed. A module that imports "safepoint" is rewritten by the
+ * node with binaryen's Asyncify, which stores the call stack in `buf` (in the task's own
+ * linear memory) while it unwinds; EDGE_SAFEPOINT_BYTES bounds the stack depth that fits
+ * (an unwind that needs more traps the task). Returns 0 when no checkpoint was taken (it
+ * returns at once: one host call, a few microseconds), 1 on the first call after the
+ * task was resumed from a checkpoint. Call it often enough (every few milliseconds of work)
+ * and from anywhere: a safe point may sit deep in recursion. */
+EDGE_IMPORT("safepoint") int32_t edge__safepoint(void *buf, int32_t len);
+
+#ifndef EDGE_SAFEPOINT_BYTES
+#define EDGE_SAFEPOINT_BYTES 65536
+#endif
+
+#ifdef EDGE_NO_SAFEPOINTS
+/* Build without the import: the task runs as any other (no rewrite, no checkpoints). */
+static inline int32_t edge_safepoint(void) { return 0; }
+#else
+static inline int32_t edge_safepoint(void) {
+    static _Alignas(16) unsigned char edge__unwind_buf[EDGE_SAFEPOINT_BYTES];
+    return edge__safepoint(edge__unwind_buf, (int32_t)sizeof edge__unwind_buf);
+}
+#endif
+
 #endif
