@@ -30,11 +30,11 @@ import wasmtime as wt
 
 from .. import wire
 from ._asyncify import GLOBAL_EXPORT_PREFIX
-from ._host import current
+from ._host import COUNTDOWN_NEVER, SAFEPOINT_RESERVED, current, set_countdown
 from ._snapshot import PAGE, InvalidSnapshot, Snapshot, SnapshotFault, SnapshotState, pages_to_store, seal_snapshot
 from ._types import TaskIO
 
-__all__ = ["Checkpointing", "SafePoints", "define_stdin", "stdin_hash", "check_resume"]
+__all__ = ["PACE_S", "Checkpointing", "SafePoints", "define_stdin", "stdin_hash", "check_resume"]
 
 _WASI_MODULE = "wasi_snapshot_preview1"
 _ESUCCESS, _EBADF, _EFAULT, _EINVAL = 0, 8, 21, 28
@@ -42,6 +42,9 @@ _IOVEC = struct.Struct("<II")
 _U32 = struct.Struct("<I")
 _HEADER = struct.Struct("<II")
 _MAX_IOVS = 1024
+PACE_S = 0.001
+"""About how much of a task's work passes between its calls of the host at safe points."""
+_MAX_SKIP = 1 << 24
 _PACK = {"i32": struct.Struct("<i"), "i64": struct.Struct("<q"), "f32": struct.Struct("<f"), "f64": struct.Struct("<d")}
 
 
@@ -129,7 +132,9 @@ class SafePoints:
         self._due = now() + self._every if self._every is not None else float("inf")
         self._every_calls = policy.every_calls if policy is not None else 0
         self.calls = 0
-        """Safe-point calls this run made (rewinds not counted)."""
+        """Safe-point calls of the host this run made (rewinds not counted)."""
+        self._skip = 0
+        self._last_call = now()
         self.armed = False
         """True while ``_start`` runs (not during a start function)."""
         self.rewinding = False
@@ -160,24 +165,48 @@ class SafePoints:
         if self.rewinding:
             self.rewinding = False
             caller.get("asyncify_stop_rewind")(caller)
+            self._pace(caller, buf, length)
             return 1
         self.calls += 1
-        if not self.armed or self.policy is None:
+        if self.policy is None:
+            set_countdown(caller, buf, length, COUNTDOWN_NEVER)
             return 0
         nth = self._every_calls > 0 and self.calls % self._every_calls == 0
-        if not (self._wanted or nth or self._now() >= self._due):
+        if not (self.armed and (self._wanted or nth or self._now() >= self._due)):
+            self._pace(caller, buf, length)
             return 0
         buf &= 0xFFFFFFFF
         mem = _memory(caller)
-        if mem is None or length < 64 or buf + length > mem.data_len(caller) or buf % 4:
+        if mem is None or length < 4 * SAFEPOINT_RESERVED or buf + length > mem.data_len(caller) or buf % 4:
             self.problem = "the safe point's unwind buffer is not in memory"
             self._wanted = False
             self._due = float("inf")
             return 0
-        mem.write(caller, _HEADER.pack(buf + _HEADER.size, buf + length), buf)
+        mem.write(caller, _HEADER.pack(buf + SAFEPOINT_RESERVED, buf + length) + bytes(4), buf)
         caller.get("asyncify_start_unwind")(caller, buf)
         self.unwound_at = buf
         return 0
+
+    def _pace(self, caller: Any, buf: int, length: int) -> None:
+        """Set the countdown so the task calls the host about every ``PACE_S`` of its work.
+
+        A host call from wasmtime-py costs microseconds; a task may pass a safe point every
+        few hundred nanoseconds. The countdown doubles while calls come faster than half
+        the pace and halves while they come slower than twice it, so a checkpoint waits at
+        most about ``PACE_S`` of work for its safe point. ``every_calls`` keeps it at 0.
+        """
+        if self.policy is None:
+            set_countdown(caller, buf, length, COUNTDOWN_NEVER)
+            return
+        if self._every_calls:
+            return
+        now = self._now()
+        gap, self._last_call = now - self._last_call, now
+        if gap < PACE_S / 2:
+            self._skip = min(self._skip * 2 + 1, _MAX_SKIP)
+        elif gap > PACE_S * 2:
+            self._skip //= 2
+        set_countdown(caller, buf, length, self._skip)
 
     def capture(self, store: wt.Store, instance: wt.Instance, state: dict[str, Any]) -> Snapshot:
         """Finish the unwind and seal a snapshot; ``state`` gives the fields the run knows."""

@@ -37,6 +37,9 @@ __all__ = [
     "ERR_BOUNDS",
     "HostCtx",
     "define_host",
+    "set_countdown",
+    "SAFEPOINT_RESERVED",
+    "COUNTDOWN_NEVER",
     "current",
 ]
 
@@ -158,10 +161,31 @@ def _infer(caller: Any, slot: int, in_ptr: int, in_len: int, out_ptr: int, out_c
     return len(out)
 
 
+SAFEPOINT_RESERVED = 16
+"""Bytes at the start of a safe point's buffer that the host owns: the Asyncify data header
+(``[0, 8)``: current and end pointers) and the countdown (``[8, 12)``: safe points the task
+passes without calling the host; the header's ``edge_safepoint`` decrements it)."""
+COUNTDOWN_NEVER = 1 << 30
+"""The countdown of a run that takes no checkpoints: the task stops calling the host."""
+
+
+def set_countdown(caller: Any, buf: int, length: int, value: int) -> bool:
+    """Write a safe point's countdown into its buffer; False when the buffer is not in memory."""
+    mem = _memory(caller)
+    buf &= 0xFFFFFFFF
+    if mem is None or length < 4 * SAFEPOINT_RESERVED or buf % 4 or buf + length > mem.data_len(caller):
+        return False
+    mem.write(caller, value.to_bytes(4, "little"), buf + 8)
+    return True
+
+
 def _safepoint(caller: Any, buf: int, length: int) -> int:
     ctx = current()
     hook = ctx.safepoint if ctx is not None else None
-    return 0 if hook is None else hook(caller, buf, length)
+    if hook is None:
+        set_countdown(caller, buf, length, COUNTDOWN_NEVER)  # no checkpoints in this run: stop calling
+        return 0
+    return hook(caller, buf, length)
 
 
 HOST_FUNCS: dict[str, tuple[int, Callable[..., int]]] = {

@@ -266,3 +266,16 @@ def test_precompiled_cache_keeps_the_rewritten_module(tmp_path: Path, tasks: dic
         snaps: list[Snapshot] = []
         result = second.run(h, IO, checkpointing=_every(500, snaps))
         assert result.status is Status.OK and snaps
+
+
+def test_paced_periodic_snapshots_resume(node_a: Sandbox, node_b: Sandbox, migrate: str) -> None:
+    """Without ``every_calls`` the task calls the host about once a millisecond; periodic snapshots still resume."""
+    io = TaskIO(stdin=b"40 2 10 " + b" ".join(str(i).encode() for i in range(3000)))
+    plain = node_a.run(migrate, io)
+    snaps: list[Snapshot] = []
+    paced = node_a.prepare(migrate, io, checkpointing=Checkpointing(NODE_A, every_ms=1, on_snapshot=snaps.append))
+    result = paced.start()
+    assert result.status is Status.OK and result.stdout == plain.stdout
+    assert snaps, "tens of milliseconds of work pass at least one 1 ms checkpoint"
+    chain = [node_b.open_snapshot(s.data) for s in snaps]
+    assert node_b.run(migrate, io, resume=chain).stdout == plain.stdout

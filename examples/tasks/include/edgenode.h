@@ -35,10 +35,12 @@ int32_t edge_infer(int32_t slot, const void *in, int32_t in_len, void *out, int3
  * any CPU architecture) and resumed. A module that imports "safepoint" is rewritten by the
  * node with binaryen's Asyncify, which stores the call stack in `buf` (in the task's own
  * linear memory) while it unwinds; EDGE_SAFEPOINT_BYTES bounds the stack depth that fits
- * (an unwind that needs more traps the task). Returns 0 when no checkpoint was taken (it
- * returns at once: one host call, a few microseconds), 1 on the first call after the
- * task was resumed from a checkpoint. Call it often enough (every few milliseconds of work)
- * and from anywhere: a safe point may sit deep in recursion. */
+ * (an unwind that needs more traps the task). The first 16 bytes of `buf` are the host's:
+ * bytes 8..11 count down the safe points the task may pass without calling the host (the
+ * host sets the count so that it is called about once a millisecond of work), so a safe
+ * point costs a load, a compare and a store. edge_safepoint() returns 0, or 1 on the first
+ * call after the task was resumed from a checkpoint. Call it often (every microsecond of
+ * work is fine) and from anywhere: a safe point may sit deep in recursion. */
 EDGE_IMPORT("safepoint") int32_t edge__safepoint(void *buf, int32_t len);
 
 #ifndef EDGE_SAFEPOINT_BYTES
@@ -51,6 +53,11 @@ static inline int32_t edge_safepoint(void) { return 0; }
 #else
 static inline int32_t edge_safepoint(void) {
     static _Alignas(16) unsigned char edge__unwind_buf[EDGE_SAFEPOINT_BYTES];
+    volatile int32_t *countdown = (volatile int32_t *)(edge__unwind_buf + 8);
+    if (*countdown > 0) {
+        *countdown -= 1;
+        return 0;
+    }
     return edge__safepoint(edge__unwind_buf, (int32_t)sizeof edge__unwind_buf);
 }
 #endif
