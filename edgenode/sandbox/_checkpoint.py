@@ -277,7 +277,8 @@ class SafePoints:
             if _kind(ext.type(store).content) != kind:
                 raise InvalidSnapshot(SnapshotFault.WRONG_MODULE, f"global {name} is not a {kind}")
             ext.set_value(store, _PACK[kind].unpack(value)[0])
-        ctypes.memmove(ctypes.addressof(mem.data_ptr(store).contents), bytes(image), len(image))
+        src = (ctypes.c_char * len(image)).from_buffer(image)
+        ctypes.memmove(ctypes.addressof(mem.data_ptr(store).contents), src, len(image))
         self.last, self.taken = snap, state.seq + 1
         self.first_seq = self.taken
         if self.policy is not None and self.policy.deltas:

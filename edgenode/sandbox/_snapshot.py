@@ -10,7 +10,8 @@ Asyncify data address, fuel used, WASI state, limits, the spec bytes, the author
 pages are the task's 64 KiB linear-memory pages that are present, each zlib-compressed
 (or raw where that does not pay). A *full* snapshot holds every page that is not zero; a
 *delta* names its ``base`` snapshot and holds only the pages that changed since. The
-signature (by the node that took it, domain-separated) covers every byte before it; the
+signature (by the node that took it, domain-separated) is over the sha256 of every byte before
+it (Ed25519 would hash a 16 MiB message twice more); the
 snapshot's id is the sha256 of all of its bytes. Nothing in it depends on the host: wasm
 memory is little-endian and holds no host pointers, so the same bytes resume on x86_64 and
 aarch64.
@@ -209,7 +210,7 @@ def seal_snapshot(state: SnapshotState, signer: wire.Signer) -> Snapshot:
     })
     body = b"".join(_pack_page(state.pages[i]) for i in present)
     signed = b"".join((_MAGIC, _U32.pack(len(header)), header, _U64.pack(len(body)), body))
-    sig = signer.sign(_DOMAIN + signed)
+    sig = signer.sign(_DOMAIN + hashlib.sha256(signed).digest())
     return Snapshot(state, signer.public_key, signed + sig)
 
 
@@ -295,7 +296,7 @@ def open_snapshot(data: bytes, *, max_pages: int = _MAX_PAGES, trusted: Collecti
     if len(author) != 32:
         raise _bad("author is not a 32-byte key")
     try:
-        verify(author, _DOMAIN + bytes(view[:bstart + blen]), bytes(view[bstart + blen:]))
+        verify(author, _DOMAIN + hashlib.sha256(view[:bstart + blen]).digest(), bytes(view[bstart + blen:]))
     except SignatureError as exc:
         raise InvalidSnapshot(SnapshotFault.BAD_SIGNATURE, "the signature does not verify") from exc
     if trusted is not None and author not in trusted:
