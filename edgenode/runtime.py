@@ -245,7 +245,7 @@ def build_runtime(
     """
     clk: Clock = clock or SystemClock()
     if guard is None and home is not None:
-        guard = load_guard(identity, home, config.swarm, clk.now_ms, tables=config.tables)
+        guard = load_guard(identity, home, config.swarm, clk, tables=config.tables)
     group = TaskGroupOwner()
     node = Node(
         identity, config, transport, store, sandbox, registry, clk,

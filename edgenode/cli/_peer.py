@@ -53,7 +53,7 @@ async def peer_session(args: argparse.Namespace, body: Callable[[Submitter], Awa
         cert = home / MEMBER_CERT
     guard = None
     if cert is not None:
-        guard = load_guard(ident, home or Path("."), SwarmSection(), SystemClock().now_ms, cert=cert)
+        guard = load_guard(ident, home or Path("."), SwarmSection(), SystemClock(), cert=cert)
     transport = P2PTransport(ident, listen=[args.listen])
     await transport.start()
     sub = Submitter(ident, transport, guard=guard)

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from ledger import LEDGER_DB, LedgerError, SqliteLedgerStore
@@ -41,6 +42,12 @@ def register(sub: Any) -> None:
                    help="serve Prometheus metrics on 127.0.0.1:N (0: off)")
     p.add_argument("--slots", type=int, default=None, help="tasks run at once (default from config.toml)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.add_argument("--dashboard-port", type=int, default=None, metavar="N",
+                   help="serve the live dashboard page on 127.0.0.1:N (0: any free port; default: off)")
+    p.add_argument("--dashboard-host", default="127.0.0.1", metavar="ADDR",
+                   help="address of the dashboard page (anything but loopback needs a token in swarm mode)")
+    p.add_argument("--dashboard-token-file", type=Path, default=None, metavar="FILE",
+                   help="a token the dashboard's API requires (or $EDGENODE_DASHBOARD_TOKEN)")
     p.set_defaults(func=cmd_run)
 
 
@@ -69,7 +76,14 @@ async def _run(args: argparse.Namespace) -> int:
         nodesec = dataclasses.replace(nodesec, slots=args.slots)
     cfg = dataclasses.replace(cfg, net=net, node=nodesec)
     # before anything opens: fail fast
-    guard = load_guard(ident, home, cfg.swarm, SystemClock().now_ms, tables=cfg.tables)
+    guard = load_guard(ident, home, cfg.swarm, SystemClock(), tables=cfg.tables)
+    dash_token = None
+    if args.dashboard_port is not None:
+        from ..dashboard import check_bind
+        from ._dashboard import read_token
+
+        dash_token = read_token(args.dashboard_token_file)
+        check_bind(args.dashboard_host, swarm_mode=guard is not None, token=dash_token)
     setup_json_logging(30 if args.quiet else 20)
     logging.getLogger("libp2p").setLevel(logging.WARNING)
     try:
@@ -88,6 +102,7 @@ async def _run(args: argparse.Namespace) -> int:
                              mdns=net.mdns, quic=net.transport == "quic", config=p2p_config(cfg))
     runtime = build_runtime(ident, cfg, transport, store, sandbox=sandbox, registry=RegistryEngine(registry),
                             models=registry, guard=guard, replay_store=replay)
+    dashboard: Any = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -102,12 +117,19 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"listening {addr}")
         if runtime.node.metrics.port is not None:
             print(f"metrics http://127.0.0.1:{runtime.node.metrics.port}/metrics")
+        if args.dashboard_port is not None:
+            from ..dashboard import NodeDashboard
+
+            dashboard = await NodeDashboard.start(runtime, args.dashboard_host, args.dashboard_port, dash_token)
+            print(f"dashboard {dashboard.url}")
         sys.stdout.flush()
         waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(runtime.wait())}
         _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in pending:
             w.cancel()
     finally:
+        if dashboard is not None:
+            await dashboard.stop()
         with contextlib.suppress(RuntimeError):
             await runtime.stop()
         sandbox.close()

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Protocol
 
 from federated import FederatedError, RoundConfig, RoundDone, StrategyConfig
@@ -63,7 +63,6 @@ class FLController:
         registry: ModelSink | None = None,
         note: Note | None = None,
         clock: Clock | None = None,
-        round_clock: Callable[[], float] | None = None,
         guard: SwarmGuard | None = None,
     ) -> None:
         self.transport = transport
@@ -73,7 +72,6 @@ class FLController:
         self._registry = registry
         self._note = note
         self._clock: Clock = clock or SystemClock()
-        self._round_clock = round_clock
         self.guard = guard
         """Swarm mode: members only; a start, and a model update, needs the ``trainer`` (or ``admin``) role."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -198,7 +196,7 @@ class FLController:
             svc = FederatedService(
                 self.transport, self.identity, loader=make_loader(self.section, self.identity.peer_id),
                 model=start.model, rounds=rounds, train=train_config(self.section), registry=self._registry,
-                note=self._note, on_round=on_round, clock=self._round_clock, seed=_seed_of(start.run_id),
+                note=self._note, on_round=on_round, clock=self._clock, seed=_seed_of(start.run_id),
                 guard=self.guard, trainers=self.section.trainers,
             )
             hashes = svc.model_hashes  # the service appends this round's hash before calling on_round

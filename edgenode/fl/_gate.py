@@ -127,7 +127,7 @@ class TrainerCheck:
 
         def validate(sender: str, data: bytes) -> bool:
             if guard is not None:
-                now_s = guard.now_ms() / 1000.0
+                now_s = guard.abuse_time_s()
                 if not guard.abuse.allow(sender, "gossip", now_s):
                     banned = guard.abuse.is_banned(sender, now_s)
                     return self._refuse(sender, Refused("penalised" if banned else "rate_limited", "fl gossip"),

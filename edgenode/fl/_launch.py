@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import os
 import statistics
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from .. import wire
+from ..clock import Clock, SystemClock
 from ..errors import RemoteError
 from ..net import GossipMessage, NetError, Transport
 from ._messages import FL_CONTROL_PROTOCOL, FL_CONTROL_TOPIC, FL_PROGRESS_TOPIC, FLAck, FLProgress, FLStart
@@ -182,7 +182,7 @@ async def launch(
     on_round: Callable[[RoundSummary], None] | None = None,
     ack_timeout: float = 15.0,
     stall_timeout: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> list[RoundSummary]:
     """Send ``start`` to ``peers`` (and gossip it), then gather progress until the last round.
 
@@ -191,6 +191,11 @@ async def launch(
     timeouts + 30 s) before the last round.
     """
     stall = stall_timeout if stall_timeout is not None else 3 * start.round_timeout_s + 30.0
+    clk: Clock = clock or SystemClock()
+
+    def seconds() -> float:
+        return clk.monotonic_ms() / 1000.0
+
     book = ProgressBook(start.run_id, start.rounds, expected=expected)
     q: asyncio.Queue[GossipMessage] = asyncio.Queue()
     sub = transport.subscribe(FL_PROGRESS_TOPIC)
@@ -204,9 +209,9 @@ async def launch(
         acks = [a for a in answers if isinstance(a, FLAck) and a.run_id == start.run_id]
         accepted = [a for a in acks if a.accepted]
         book.expected = max(book.expected, len(accepted))
-        began = clock()
+        began = seconds()
         while not book.done:
-            now = clock()
+            now = seconds()
             silent_since = book.last_report_at if book.last_report_at is not None else began
             if not accepted and book.last_report_at is None and now - began >= ack_timeout:
                 why = "; ".join([f"{a.peer_id}: {a.reason}" for a in acks] + [a for a in answers if isinstance(a, str)])
@@ -225,8 +230,8 @@ async def launch(
                 except RemoteError:
                     book.dropped += 1
                 else:
-                    book.add(env.author_id, report, clock())
-            for s in book.due(clock()):
+                    book.add(env.author_id, report, seconds())
+            for s in book.due(seconds()):
                 summaries.append(s)
                 if on_round is not None:
                     on_round(s)

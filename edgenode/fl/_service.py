@@ -31,6 +31,7 @@ from federated import (
 from federated.gossip import GossipDriver
 from federated.rounds import Event
 
+from ..clock import Clock
 from ..identity import Identity
 from ..net import Subscription, Transport
 from ..security import SwarmGuard
@@ -67,7 +68,7 @@ class FederatedService:
         registry: ModelSink | None = None,
         note: Note | None = None,
         on_round: Callable[[RoundDone], None] | None = None,
-        clock: Callable[[], float] | None = None,
+        clock: Clock | None = None,
         seed: int = 0,
         guard: SwarmGuard | None = None,
         trainers: Collection[str] = (),
@@ -121,7 +122,11 @@ class FederatedService:
 
     async def run(self) -> list[RoundDone]:
         """Run rounds until ``max_rounds`` (or forever); returns the closed rounds."""
-        clock = self._clock if self._clock is not None else asyncio.get_running_loop().time
+        # rounds are timed on monotonic seconds: the node's clock, else the loop's (virtual time follows it)
+        node_clock = self._clock
+        clock = asyncio.get_running_loop().time
+        if node_clock is not None:
+            clock = lambda: node_clock.monotonic_ms() / 1000.0  # noqa: E731
         self.open()
         sub = self._sub
         assert sub is not None

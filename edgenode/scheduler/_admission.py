@@ -97,7 +97,8 @@ class Admission:
         self.queued = 0
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
-    def offer(self, peer: str, now_ms: int) -> Admit | Refuse:
+    def offer(self, peer: str, now_ms: float) -> Admit | Refuse:
+        """``now_ms``: a monotonic reading (the per-peer rate is a duration)."""
         bucket = self._buckets.get(peer)
         if bucket is None:
             bucket = self._buckets[peer] = TokenBucket(self.peer_rate, self.peer_burst, now_ms)

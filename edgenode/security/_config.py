@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
+from ..clock import Clock
 from ..config import PolicySection, SwarmSection, TablesSection
 from ..errors import LocalError
 from ..identity import Identity, public_key_from_peer_id
@@ -62,7 +62,7 @@ def load_guard(
     identity: Identity,
     home: Path,
     sec: SwarmSection,
-    now_ms: Callable[[], int],
+    clock: Clock,
     *,
     cert: Path | None = None,
     tables: TablesSection | None = None,
@@ -82,6 +82,6 @@ def load_guard(
         raise PolicyError(f"[swarm] swarm_id is not a peer id: {sec.swarm_id!r}") from exc
     revocations = [r for f in sec.revocations for r in read_sealed_list(home / f)]
     tab = tables or TablesSection()
-    return SwarmGuard(identity, sealed, now_ms, swarm=swarm, policy=policy_from_config(sec.policy),
+    return SwarmGuard(identity, sealed, clock, swarm=swarm, policy=policy_from_config(sec.policy),
                       revocations=revocations, abuse=AbuseGuard(AbuseConfig(max_peers=tab.peers)),
                       max_evidence=tab.evidence, cert_skew_ms=tab.cert_skew_ms)

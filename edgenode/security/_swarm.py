@@ -9,7 +9,8 @@ refused (the reason is counted and logged) and disconnected.  Every signed
 gossip message and every request is then checked against the author's
 remembered certificate.  Revocations spread on :data:`REVOCATION_TOPIC` and
 apply at once; a peer that earns a ban is disconnected and the evidence is
-gossiped on :data:`EVIDENCE_TOPIC`.  Time comes from the injected ``now_ms``.
+gossiped on :data:`EVIDENCE_TOPIC`.  Time comes from the injected :class:`~edgenode.clock.Clock`: wall time for
+certificates and evidence, monotonic time for rate limits and bans.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import wire
+from ..clock import Clock
 from ..errors import DecodeError, EdgenodeError, LocalError, SignatureError
 from ..identity import Identity, public_key_from_peer_id
 from ..net import BlobStore, Handler, NetError, PeerEventKind, RemoteFailure, Transport, Validator, blob_handler
@@ -105,7 +107,7 @@ class SwarmGuard:
         self,
         identity: Identity,
         cert: bytes,
-        now_ms: Callable[[], int],
+        clock: Clock,
         *,
         swarm: bytes | None = None,
         abuse: AbuseGuard | None = None,
@@ -123,7 +125,9 @@ class SwarmGuard:
             raise PolicyError("the certificate is for another swarm than the one configured")
         self.identity = identity
         self.cert = cert
-        self.now_ms = now_ms
+        self.clock = clock
+        self.now_ms = clock.now_ms
+        """Wall time: certificates' validity and evidence timestamps."""
         self.view = MembershipView(own.swarm, skew_ms=cert_skew_ms)
         self.abuse = abuse or AbuseGuard()
         self.policy = policy or LocalPolicy()
@@ -136,7 +140,7 @@ class SwarmGuard:
             self.view.add_revocation(rev)
         self._revocations = list(revocations)
         try:
-            self.me = self.view.check(identity.public_key, cert, now_ms())
+            self.me = self.view.check(identity.public_key, cert, clock.now_ms())
         except Refused as exc:
             raise PolicyError(f"this peer's own certificate is unusable: {exc}") from exc
         self.view.remember(identity.public_key, cert)  # our own messages come back through validators
@@ -229,16 +233,19 @@ class SwarmGuard:
             self.on_refused(exc.reason)
         return exc
 
+    def abuse_time_s(self) -> float:
+        """Monotonic seconds: what rate limits and bans are measured in."""
+        return self.clock.monotonic_ms() / 1000.0
+
     def offence(self, peer: str, offence: str, proof: bytes = b"") -> bool:
         """Penalise ``peer``; when that bans it, disconnect it and gossip the evidence.  True if banned."""
-        now = self.now_ms()
-        banned = self.abuse.penalise(peer, offence, now / 1000.0)
+        banned = self.abuse.penalise(peer, offence, self.abuse_time_s())
         log.info("peer offence", extra={"peer": peer, "offence": offence, "banned": banned})
         if banned:
             self._members.pop(peer, None)
             self._spawn(self._drop_later(peer))
             try:
-                ev = Evidence(public_key_from_peer_id(peer), offence, proof[:MAX_PROOF_BYTES], now)
+                ev = Evidence(public_key_from_peer_id(peer), offence, proof[:MAX_PROOF_BYTES], self.now_ms())
             except LocalError:
                 return True
             self.evidence.append(ev)
@@ -274,7 +281,7 @@ class SwarmGuard:
     def check_known(self, peer: str) -> Member:
         """The member ``peer`` if its remembered certificate holds now; else Refused (not counted)."""
         now = self.now_ms()
-        if self.abuse.is_banned(peer, now / 1000.0):
+        if self.abuse.is_banned(peer, self.abuse_time_s()):
             raise Refused("penalised", "banned for misbehaviour")
         member = self.view.check_known(self._key(peer), now)
         self._members[peer] = member
@@ -336,7 +343,7 @@ class SwarmGuard:
     async def _admit(self, peer: str) -> None:
         """On JOIN: handshake; refuse and disconnect a peer that is not a member."""
         try:
-            if self.abuse.is_banned(peer, self.now_ms() / 1000.0):
+            if self.abuse.is_banned(peer, self.abuse_time_s()):
                 raise Refused("penalised", "banned for misbehaviour")
             await self.require(peer)
         except Refused as exc:
@@ -347,7 +354,7 @@ class SwarmGuard:
     async def _serve_hello(self, sender: str, data: bytes) -> bytes:
         """Answer a hello with ours; a sealed :class:`Revocation` (anyone may deliver it) is applied and spread."""
         try:
-            if not self.abuse.allow(sender, "request", self.now_ms() / 1000.0):
+            if not self.abuse.allow(sender, "request", self.abuse_time_s()):
                 raise Refused("rate_limited", "too many requests")
             try:
                 env = wire.open_envelope(data)
@@ -379,7 +386,7 @@ class SwarmGuard:
         """A validator that also checks the sender's rate, the signature and the author's membership."""
 
         def validator(sender: str, data: bytes) -> bool:
-            now_s = self.now_ms() / 1000.0
+            now_s = self.abuse_time_s()
             if not self.abuse.allow(sender, "gossip", now_s):
                 reason = "penalised" if self.abuse.is_banned(sender, now_s) else "rate_limited"
                 self.refuse(sender, Refused(reason, "gossip"))
@@ -466,8 +473,8 @@ class SwarmGuard:
     async def admit_request(self, sender: str, kind: str) -> Member:
         """Membership and the ``kind`` rate limit for one request from ``sender`` (Refused, counted)."""
         try:
-            if not self.abuse.allow(sender, kind, self.now_ms() / 1000.0):
-                banned = self.abuse.is_banned(sender, self.now_ms() / 1000.0)
+            if not self.abuse.allow(sender, kind, self.abuse_time_s()):
+                banned = self.abuse.is_banned(sender, self.abuse_time_s())
                 raise Refused("penalised" if banned else "rate_limited", f"{kind} requests")
             return await self.require(sender)
         except Refused as exc:

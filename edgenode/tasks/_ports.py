@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ..clock import Clock, SystemClock
 from ..sandbox import Limits, RunResult, TaskIO
 from ..wire import Envelope
 
 __all__ = ["Clock", "SystemClock", "WasmEngine", "InferEngine", "AdmissionHook"]
-
-
-class Clock(Protocol):
-    """Where the services read the time (unix milliseconds)."""
-
-    def now_ms(self) -> int: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
 
 
 class WasmEngine(Protocol):

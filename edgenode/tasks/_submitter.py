@@ -173,7 +173,8 @@ class Submitter:
         their adverts when the table is ``advert_refresh_ms`` old (a light submitter stays out
         of the advert mesh and costs the swarm nothing while it is idle)."""
         self.advert_refresh_ms = advert_refresh_ms
-        self._refreshed_ms: int | None = None
+        self._refreshed_ms: float | None = None
+        """Monotonic time of the last refresh."""
         self._refreshing: asyncio.Task[list[Advert]] | None = None
 
     # -- joining ------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Submitter:
     async def refresh(self, peers: Sequence[str] | None = None, timeout: float = 5.0) -> list[Advert]:
         """Ask ``peers`` (default: all connected) for their adverts and the adverts they hold."""
         targets = list(peers if peers is not None else self.transport.peers())
-        self._refreshed_ms = self.clock.now_ms()
+        self._refreshed_ms = self.clock.monotonic_ms()
         req = wire.seal(self.signer, StatusRequest(os.urandom(8)))
         results = await asyncio.gather(
             *(self.transport.request(p, STATUS_PROTOCOL, req, timeout=timeout) for p in targets),
@@ -246,9 +247,9 @@ class Submitter:
 
     async def _fresh_adverts(self, now: int) -> None:
         """Refresh the advert table from the connected peers when it is stale (one refresh at a time;
-        placement waits for it only when no live advert is left)."""
+        placement waits for it only when no live advert is left).  ``now``: wall time."""
         last = self._refreshed_ms
-        if self.follow_adverts or (last is not None and now - last < self.advert_refresh_ms):
+        if self.follow_adverts or (last is not None and self.clock.monotonic_ms() - last < self.advert_refresh_ms):
             return
         if not self.transport.peers():
             return
@@ -296,7 +297,8 @@ class Submitter:
         """Run ``req`` on the swarm; raise NoExecutor, TaskTimeout, SpecExpired, InvalidReceipt or NoMajority."""
         if req.kind not in (KIND_WASM, KIND_INFER):
             raise NoExecutor(f"unknown task kind {req.kind!r}")
-        t0 = self.clock.now_ms()
+        t0 = self.clock.now_ms()  # wall: the spec's signed expiry and the adverts' age
+        started = self.clock.monotonic_ms()
         task_id = os.urandom(12).hex()
         expires = t0 + req.deadline_ms
         requires = tuple(dict.fromkeys((req.kind, *req.requires, *(f"model:{m}" for m in req.models))))
@@ -314,14 +316,15 @@ class Submitter:
         # Silence is judged generously (queueing on a loaded node is not death); a node that
         # dies or drops the connection fails the request at once and is replaced then.
         attempt_ms = req.attempt_ms or min(req.deadline_ms, max(req.limits.timeout_ms + 2000, req.deadline_ms // 2))
-        tracker = TaskTracker(task_id, candidates, expires, attempt_ms, req.redundancy)
+        # the tracker runs on monotonic time: its expiry is the spec's, measured from ``started``
+        tracker = TaskTracker(task_id, candidates, int(started) + req.deadline_ms, attempt_ms, req.redundancy)
         answers: dict[str, VerifiedReceipt] = {}
         done = await self._drive(tracker, task_id, req, expires, answers)
         chosen = [answers[p] for p in done.agreeing]
         first = chosen[0].receipt
         return TaskOutcome(
             task_id, first.status, first.exit_code, first.output, first.stderr, chosen[0].executor,
-            tuple(chosen), done.disagreeing, float(self.clock.now_ms() - t0), len(tracker.tried),
+            tuple(chosen), done.disagreeing, self.clock.monotonic_ms() - started, len(tracker.tried),
             tuple(tracker.reasons),
         )
 
@@ -329,7 +332,7 @@ class Submitter:
         self, tracker: TaskTracker, task_id: str, req: TaskRequest, expires: int, answers: dict[str, VerifiedReceipt]
     ) -> Done:
         pending: dict[asyncio.Task[_Answer], str] = {}
-        actions: list[Action] = tracker.start(self.clock.now_ms())
+        actions: list[Action] = tracker.start(self._mono())
         try:
             while True:
                 for act in actions:
@@ -341,7 +344,7 @@ class Submitter:
                     elif isinstance(act, Failed):
                         raise self._failure(act, tracker)
                 actions = []
-                now = self.clock.now_ms()
+                now = self._mono()
                 deadline = tracker.next_deadline()
                 wait = max(0.0, ((deadline if deadline is not None else now) - now) / 1000.0)
                 if pending:
@@ -349,7 +352,7 @@ class Submitter:
                 else:
                     finished = set()
                     await asyncio.sleep(wait)
-                now = self.clock.now_ms()
+                now = self._mono()
                 for t in finished:
                     pending.pop(t)
                     ans = t.result()
@@ -364,6 +367,9 @@ class Submitter:
         finally:
             for t in pending:
                 t.cancel()
+
+    def _mono(self) -> int:
+        return int(self.clock.monotonic_ms())
 
     def _failure(self, act: Failed, tracker: TaskTracker) -> EdgenodeError:
         detail = "; ".join(tracker.reasons[-5:])
@@ -418,15 +424,15 @@ class Submitter:
         spec = self._spec(task_id, req, expires, act.attempt, act.peer)
         sealed = wire.seal(self.signer, spec)
         body = wire.to_bytes(spec)  # what the envelope signs, hence what the receipt's spec hash names
-        timeout = max(0.05, (act.deadline_ms - self.clock.now_ms()) / 1000.0)
+        timeout = max(0.05, (act.deadline_ms - self._mono()) / 1000.0)
         self._pending[act.peer] += 1
         try:
             await self._ensure_connected(act.peer, timeout)
             if self.guard is not None:
                 await self.guard.require(act.peer)
-            t0 = self.clock.now_ms()
+            t0 = self.clock.monotonic_ms()
             resp = await self.transport.request(act.peer, TASK_PROTOCOL, sealed, timeout=timeout)
-            self.rtt.observe(act.peer, float(self.clock.now_ms() - t0))
+            self.rtt.observe(act.peer, self.clock.monotonic_ms() - t0)
         except Unreachable as exc:
             return _Answer(act.peer, None, Reason.UNREACHABLE, str(exc))
         except RequestTimeout as exc:

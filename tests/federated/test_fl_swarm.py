@@ -190,8 +190,8 @@ async def test_swarm_mode_needs_a_member_with_the_trainer_role(tmp_path):
     from edgenode.security import SwarmGuard, issue_certificate
     from edgenode.tasks import Submitter
 
-    def now_ms() -> int:
-        return SystemClock().now_ms()
+    CLOCK = SystemClock()
+    now_ms = CLOCK.now_ms
 
     admin = Identity.generate()
 
@@ -202,7 +202,7 @@ async def test_swarm_mode_needs_a_member_with_the_trainer_role(tmp_path):
     net = MemNetwork(seed=4)
     ids = [Identity.generate() for _ in range(n)]
     nodes = [Node.in_memory(net.add_node(i), identity=i,
-                            guard=SwarmGuard(i, cert(i, ("executor", "trainer"), 10 + k), now_ms,
+                            guard=SwarmGuard(i, cert(i, ("executor", "trainer"), 10 + k), CLOCK,
                                             swarm=admin.public_key))
              for k, i in enumerate(ids)]
     for node in nodes:
@@ -223,7 +223,7 @@ async def test_swarm_mode_needs_a_member_with_the_trainer_role(tmp_path):
         ident = Identity.generate()
         t = net.add_node(ident)
         await t.start()
-        sub = Submitter(ident, t, guard=SwarmGuard(ident, cert(ident, roles, serial), now_ms))
+        sub = Submitter(ident, t, guard=SwarmGuard(ident, cert(ident, roles, serial), CLOCK))
         clients.append(sub)
         await sub.join([node.transport.listen_addrs[0] for node in nodes])
         return sub

@@ -26,7 +26,7 @@ from edgenode.protocol import (
 )
 from edgenode.reasons import Reason
 from edgenode.scheduler import Admit
-from edgenode.tasks import RegistryEngine, TaskRequest, npy_bytes, npy_load
+from edgenode.tasks import RegistryEngine, SystemClock, TaskRequest, npy_bytes, npy_load
 from ledger import verify_store
 
 from .conftest import SwarmFactory
@@ -99,11 +99,11 @@ async def test_busy_node_gives_no_executor(swarm_factory: SwarmFactory, cat_wasm
 
 
 async def test_expired_spec_is_refused(swarm_factory: SwarmFactory, cat_wasm: bytes) -> None:
-    class Past:
-        def now_ms(self) -> int:
-            import time
+    class Past(SystemClock):
+        """A submitter whose wall clock is an hour behind; its monotonic clock is fine."""
 
-            return time.time_ns() // 1_000_000 - 3_600_000
+        def now_ms(self) -> int:
+            return super().now_ms() - 3_600_000
 
     sw = await swarm_factory(2)
     sub = await sw.client(clock=Past())

@@ -39,5 +39,5 @@ def test_a_code_outside_its_set_does_not_decode() -> None:
 
 def test_the_sets_partition_the_enum() -> None:
     assert BUSY.isdisjoint(REJECTED) and ATTEMPT.isdisjoint(VERDICT)
-    assert ATTEMPT | VERDICT == set(Reason)
+    assert set(Reason) == ATTEMPT | VERDICT
     assert Reason.parse("queue_full") is Reason.QUEUE_FULL and Reason.parse("queue full") is None

@@ -35,7 +35,8 @@ def sandbox() -> Any:
     sb.close()
 
 
-now_ms = SystemClock().now_ms
+CLOCK = SystemClock()
+now_ms = CLOCK.now_ms
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Swarm:
         await t.start()
         guard = None
         if roles is not None or cert is not None:
-            guard = SwarmGuard(ident, cert or self.cert(ident, roles or ("submitter",)), now_ms)
+            guard = SwarmGuard(ident, cert or self.cert(ident, roles or ("submitter",)), CLOCK)
         sub = Submitter(ident, t, clock=SystemClock(), offer_window_ms=200, guard=guard)
         self.clients.append(sub)
         if join:
@@ -90,7 +91,7 @@ async def swarm_factory(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[Swarm
         sw = Swarm(net, admin, [])
         for i in range(n):
             ident = Identity.generate()
-            guard = SwarmGuard(ident, sw.cert(ident, ("executor",)), now_ms, swarm=admin.public_key,
+            guard = SwarmGuard(ident, sw.cert(ident, ("executor",)), CLOCK, swarm=admin.public_key,
                                policy=policy, abuse=AbuseGuard(abuse) if abuse else None)
             store = await SqliteLedgerStore.open(tmp_path / f"s{len(made)}_{i}.db", synchronous="NORMAL")
             rt = build_runtime(ident, NodeConfig(node=NodeSection(slots=2, queue=16)), net.add_node(ident), store,

@@ -25,7 +25,8 @@ from federated.rounds import min_authors_for
 
 pytestmark = pytest.mark.timeout(120)
 
-now_ms = SystemClock().now_ms
+CLOCK = SystemClock()
+now_ms = CLOCK.now_ms
 MODEL = "digits"
 
 
@@ -124,7 +125,7 @@ async def test_swarm_mode_counts_updates_of_trainers_only() -> None:
     net = MemNetwork(seed=23)
     ids = [Identity.generate() for _ in range(n)]
     nodes = [Node.in_memory(net.add_node(i), identity=i,
-                            guard=SwarmGuard(i, cert(i, ("executor", "trainer")), now_ms, swarm=admin.public_key))
+                            guard=SwarmGuard(i, cert(i, ("executor", "trainer")), CLOCK, swarm=admin.public_key))
              for i in ids]
     for node in nodes:
         await node.start()
@@ -143,7 +144,7 @@ async def test_swarm_mode_counts_updates_of_trainers_only() -> None:
     for ident, roles in ((plain_id, ("submitter",)), (relay_id, ("trainer",))):
         t = net.add_node(ident)
         await t.start()
-        sub = Submitter(ident, t, guard=SwarmGuard(ident, cert(ident, roles), now_ms))
+        sub = Submitter(ident, t, guard=SwarmGuard(ident, cert(ident, roles), CLOCK))
         await sub.join([node.transport.listen_addrs[0] for node in nodes])
         clients.append(sub)
     for s in services:

@@ -248,7 +248,7 @@ async def test_flood_of_invalid_messages_bans_and_spreads_evidence(
         await flooder.transport.publish(ADVERT_TOPIC, os.urandom(40))
     outs = await honest_jobs
     assert [o.output for o in outs] == [f"h{i}".encode() for i in range(6)]
-    assert a.guard.abuse.is_banned(ident.peer_id, now_ms() / 1000.0)
+    assert a.guard.abuse.is_banned(ident.peer_id, a.guard.abuse_time_s())
     async with asyncio.timeout(10):
         got = await anext(evidence_at_b)
     _env, ev = wire.open_as(Evidence, got.data)
@@ -291,7 +291,7 @@ async def test_equivocating_member_is_banned_with_evidence(swarm_factory: SwarmF
     a.transport.serve(LEDGER_PROTOCOL, lying)
     evidence_at_c = c.transport.subscribe(EVIDENCE_TOPIC)
     await b.sync_quietly(a.peer_id, head.seq + 1)
-    assert b.guard is not None and b.guard.abuse.is_banned(a.peer_id, now_ms() / 1000.0)
+    assert b.guard is not None and b.guard.abuse.is_banned(a.peer_id, b.guard.abuse_time_s())
     (ev,) = [e for e in b.guard.evidence if e.offence == "equivocation"]
     proof = EquivocationProof.from_bytes(ev.proof)
     assert proof.author == a.identity.public_key == ev.offender and proof.seq == head.seq
@@ -300,7 +300,7 @@ async def test_equivocating_member_is_banned_with_evidence(swarm_factory: SwarmF
     async with asyncio.timeout(10):  # the proof speaks for itself: c bans the forker too
         got = await anext(evidence_at_c)
     assert wire.open_as(Evidence, got.data)[1] == ev
-    assert c.guard is not None and c.guard.abuse.is_banned(a.peer_id, now_ms() / 1000.0)
+    assert c.guard is not None and c.guard.abuse.is_banned(a.peer_id, c.guard.abuse_time_s())
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgenode import wire
+from edgenode.clock import ManualClock
 from edgenode.config import NodeConfig, PolicySection, SwarmSection, load_config
 from edgenode.identity import Identity
 from edgenode.protocol import TaskLimits, TaskSpec
@@ -61,17 +62,17 @@ def test_policy_from_config(tmp_path: Path) -> None:
 
 
 def test_load_guard(tmp_path: Path) -> None:
-    assert load_guard(MEMBER, tmp_path, SwarmSection(), lambda: 0) is None
+    assert load_guard(MEMBER, tmp_path, SwarmSection(), ManualClock(0)) is None
     with pytest.raises(PolicyError, match="certificate"):
-        load_guard(MEMBER, tmp_path, SwarmSection(swarm_id=ADMIN.peer_id), lambda: 0)
+        load_guard(MEMBER, tmp_path, SwarmSection(swarm_id=ADMIN.peer_id), ManualClock(0))
     (tmp_path / "swarm.cert").write_bytes(issue_certificate(ADMIN, MEMBER.public_key, ("executor",), serial=1,
                                                             now_ms=0))
-    guard = load_guard(MEMBER, tmp_path, SwarmSection(swarm_id=ADMIN.peer_id), lambda: 10)
+    guard = load_guard(MEMBER, tmp_path, SwarmSection(swarm_id=ADMIN.peer_id), ManualClock(10))
     assert guard is not None and guard.swarm_id == ADMIN.peer_id and guard.me.roles == ("executor",)
     with pytest.raises(PolicyError, match="another swarm"):
-        load_guard(MEMBER, tmp_path, SwarmSection(swarm_id=MEMBER.peer_id), lambda: 10)
+        load_guard(MEMBER, tmp_path, SwarmSection(swarm_id=MEMBER.peer_id), ManualClock(10))
     with pytest.raises(PolicyError, match="own certificate"):
-        load_guard(ADMIN, tmp_path, SwarmSection(swarm_id=ADMIN.peer_id), lambda: 10)  # names another key
+        load_guard(ADMIN, tmp_path, SwarmSection(swarm_id=ADMIN.peer_id), ManualClock(10))  # names another key
 
 
 def test_read_sealed_list(tmp_path: Path) -> None:
