@@ -42,6 +42,8 @@ class Progress:
     fl_enabled: bool = False
     phase: str = "starting"
     faults: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    """Per node group (worker process or Ray actor): where it runs, nodes up, tasks run, memory."""
 
 
 def _record_outcome(rec: Recorder, req: TaskRequest, out: TaskOutcome, now: float) -> None:
@@ -63,18 +65,23 @@ async def run_scenario(
     *,
     clock: Callable[[], float] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    recorder: Recorder | None = None,
 ) -> RunResult:
-    """Run ``scenario`` on ``backend`` (started and stopped here); return figures and record."""
+    """Run ``scenario`` on ``backend`` (started and stopped here); return figures and record.
+
+    ``recorder``: where the run's events go (default a new :class:`Recorder`; the live dashboard
+    passes one that also feeds its page)."""
     loop = asyncio.get_running_loop()
     now_fn = clock or loop.time
     sw = scenario.swarm
-    rec = Recorder()
+    rec = recorder if recorder is not None else Recorder()
     prog = Progress(duration_s=sw.duration_s, fl_enabled=scenario.fl.enabled)
     schedule = FaultSchedule(scenario.faults, sw.nodes, sw.seed, sw.duration_s)
     todo = arrivals(scenario.workload, sw.duration_s, sw.seed)
 
     def tell() -> None:
         if on_progress is not None:
+            prog.groups = backend.progress_rows()
             on_progress(prog)
 
     tell()
@@ -226,4 +233,5 @@ async def run_scenario(
         spans=schedule.spans,
         elapsed_s=elapsed,
         notes=tuple(backend.notes),
+        placement=tuple(dict(row) for row in backend.placement),
     )

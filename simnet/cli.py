@@ -15,6 +15,7 @@ from pathlib import Path
 from edgenode.errors import EdgenodeError
 
 from ._driver import Progress, run_scenario
+from ._errors import SimnetError
 from ._report import RunResult, write_report
 from ._scenario import TRANSPORTS, Scenario, default_scenario, load_scenario
 
@@ -37,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--duration", type=float, help="seconds of workload")
         p.add_argument("--report", type=Path, help="report directory (default: a new temporary directory)")
         p.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
+        p.add_argument("--backend", choices=("process", "ray"), default="process",
+                       help="where libp2p node groups run: worker processes here (default) or Ray actors "
+                       "across a Ray cluster (real libp2p hosts; needs edgenode[ray])")
+        p.add_argument("--ray-address", help="with --backend ray: the cluster's address HOST:PORT "
+                       "(default: start a local Ray instance)")
+        p.add_argument("--live", action="store_true", help="serve the live dashboard page while the run goes on")
+        p.add_argument("--port", type=int, default=8080, help="the dashboard's port with --live (0: any free port)")
+        p.add_argument("--host", default="127.0.0.1", help="the dashboard's address with --live (default 127.0.0.1)")
+        p.add_argument("--hold", action="store_true", help="with --live: keep serving the page after the run "
+                       "until interrupted")
 
     r = sub.add_parser("run", help="run a scenario file (or the demo scenario)")
     r.add_argument("scenario", nargs="?", type=Path, help="scenario TOML (default: the embedded demo scenario)")
@@ -60,14 +71,21 @@ def _progress_table(p: Progress) -> object:
     acc = "-" if p.fl_accuracy is None else f"{p.fl_accuracy:.3f}"
     t.add_row("federated", f"round {p.fl_round}, accuracy {acc}" if p.fl_enabled else "off")
     t.add_row("faults", "\n".join(p.faults[-6:]) or "-")
+    if p.groups:
+        more = f"\n... {len(p.groups) - 12} more" if len(p.groups) > 12 else ""
+        t.add_row("groups", "\n".join(p.groups[:12]) + more)
     return t
 
 
-def run_with_progress(scenario: Scenario, *, live: bool = True) -> RunResult:
-    """Build the backend for the scenario's transport and run it, showing progress with rich when ``live``."""
+def run_with_progress(
+    scenario: Scenario, *, live: bool = True, backend_kind: str = "process", ray_address: str | None = None
+) -> RunResult:
+    """Build the backend for the scenario's transport and run it, showing progress with rich when ``live``.
+
+    ``backend_kind`` ``ray`` runs the libp2p node groups as Ray actors (see ``make_backend``)."""
     from ._swarm import make_backend
 
-    backend = make_backend(scenario)
+    backend = make_backend(scenario, backend=backend_kind, ray_address=ray_address)
     if not live:
         return asyncio.run(run_scenario(scenario, backend))
     from rich.console import Console
@@ -113,11 +131,22 @@ def _cmd(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
     else:
         scenario = default_scenario()
+    if args.backend == "ray" and (args.transport == "mem" or args.live):
+        raise SimnetError("--backend ray runs real libp2p hosts: not with --transport mem, nor (yet) with --live")
+    if args.ray_address is not None and args.backend != "ray":
+        raise SimnetError("--ray-address goes with --backend ray")
     scenario = scenario.with_overrides(
-        nodes=args.nodes, seed=args.seed, duration_s=args.duration, transport=args.transport
-    )
+        nodes=args.nodes, seed=args.seed, duration_s=args.duration,
+        transport="libp2p" if args.backend == "ray" else args.transport,
+    )  # fmt: skip
     report_dir: Path = args.report or Path(tempfile.mkdtemp(prefix=f"simnet-{scenario.swarm.name}-"))
-    res = run_with_progress(scenario, live=not args.quiet and sys.stderr.isatty())
+    if args.live:
+        from ._live import run_with_dashboard
+
+        res = run_with_dashboard(scenario, host=args.host, port=args.port, hold=args.hold)
+    else:
+        res = run_with_progress(scenario, live=not args.quiet and sys.stderr.isatty(), backend_kind=args.backend,
+                                ray_address=args.ray_address)
     md = write_report(res, report_dir)
     print(_summary(res, md))
     return EXIT_OK if res.invariants_hold else EXIT_INVARIANT

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "edgenode.cli._ledger",
     "edgenode.cli._swarm",
     "edgenode.cli._fl",
+    "edgenode.cli._dashboard",
 )
 
 

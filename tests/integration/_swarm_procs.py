@@ -67,8 +67,9 @@ class NodeProc:
     """``edgenode run`` in a fresh home on 127.0.0.1."""
 
     def __init__(self, home: Path, bootstrap: list[str] | None = None, slots: int | None = 2,
-                 configure: Callable[[str], str] | None = None) -> None:
-        """``slots=None`` leaves the config's; ``configure`` rewrites config.toml's text before the start."""
+                 configure: Callable[[str], str] | None = None, extra: list[str] | None = None) -> None:
+        """``slots=None`` leaves the config's; ``configure`` rewrites config.toml's text before the start;
+        ``extra``: more ``edgenode run`` arguments."""
         self.home = home
         subprocess.run([*EDGENODE, "init", "--home", str(home)], check=True, capture_output=True, env=env())
         if configure is not None:
@@ -79,6 +80,7 @@ class NodeProc:
             cmd += ["--slots", str(slots)]
         if bootstrap:
             cmd += ["--bootstrap", *bootstrap]
+        cmd += extra or []
         self.stderr = open(home / "stderr.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env())
         self.lines = Lines(self.proc)
