@@ -64,6 +64,8 @@ class Checkpointing:
     """Called on the task's thread with each snapshot (ship it to a peer here; keep it short)."""
     spec: bytes = b""
     """The task spec the run serves, carried in each snapshot (opaque to the sandbox)."""
+    stop: bool = False
+    """The first snapshot (periodic or requested) ends the run with status ``checkpointed``."""
     deltas: bool = True
     """After the first snapshot of a run, snapshots hold only the pages that changed since the one before."""
 
@@ -127,7 +129,7 @@ class SafePoints:
         self._now = now
         self._lock = threading.Lock()
         self._wanted = False
-        self._stop = False
+        self._stop = policy.stop if policy is not None else False
         self._every = policy.every_ms / 1000.0 if policy is not None and policy.every_ms > 0 else None
         self._due = now() + self._every if self._every is not None else float("inf")
         self._every_calls = policy.every_calls if policy is not None else 0
