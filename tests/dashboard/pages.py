@@ -20,7 +20,8 @@ SCREENSHOT_ENV = "EDGENODE_DASHBOARD_SCREENSHOT"
 """Where the simulation test also writes its screenshot, shrunk (scripts/dashboard-screenshot.sh)."""
 
 NODES_SHOWN = "document.querySelectorAll('#graph .node:not(.self)').length"
-ROWS_WITH_STATUS = "[...document.querySelectorAll('#tasks tbody tr[data-status]')].map(r => [r.dataset.task, r.dataset.status])"
+ROWS_WITH_STATUS = ("[...document.querySelectorAll('#tasks tbody tr[data-status]')]"
+                    ".map(r => [r.dataset.task, r.dataset.status])")
 
 
 def need_chromium() -> str:

@@ -78,8 +78,9 @@ async def test_three_processes_page_in_chromium(tmp_path: Path, cat_module: Path
         node_url = _url_line(n0.lines)
         boot = n0.addrs[0]
         nodes += [NodeProc(tmp_path / f"n{i}", bootstrap=[boot]) for i in (1, 2)]
-        light = subprocess.Popen([*EDGENODE, "dashboard", "--bootstrap", boot, "--port", "0"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env())
+        light = await asyncio.to_thread(
+            subprocess.Popen, [*EDGENODE, "dashboard", "--bootstrap", boot, "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env())
         light_lines = Lines(light)
         light_url = _url_line(light_lines)
         (tmp_path / "in.txt").write_text("hello dashboard\n")
