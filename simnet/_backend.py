@@ -9,8 +9,9 @@ local to the backend.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._faults import FaultAction
 from ._scenario import FLSection, TaskMix
@@ -92,6 +93,14 @@ class SwarmBackend(abc.ABC):
 
     notes: list[str]
     """What this backend could not do, said plainly; copied into the report."""
+    placement: Sequence[dict[str, Any]] = ()
+    """Where the nodes ran, one row per group of nodes (worker process or Ray actor: the Ray
+    node, its address, the nodes, the group's peak RSS); copied into ``report.json``.  Empty when
+    every node runs in this process (memnet).  Backends set their own list."""
+
+    def progress_rows(self) -> list[str]:
+        """Per-group progress lines for the live view (nodes up, tasks run, memory); none by default."""
+        return []
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -38,6 +38,8 @@ class RunResult:
     elapsed_s: float
     notes: tuple[str, ...] = ()
     """What the driver could not do, said plainly (e.g. a fault kind the transport lacks)."""
+    placement: tuple[dict[str, Any], ...] = ()
+    """Where the nodes ran: one row per node group (worker process or Ray actor); empty on memnet."""
 
     def figure(self, name: str, **params: Any) -> float:
         """The value of figure ``name`` whose params include ``params``; KeyError if none."""
@@ -208,6 +210,7 @@ def write_report(res: RunResult, out_dir: Path) -> Path:
         "elapsed_s": res.elapsed_s,
         "invariants_hold": res.invariants_hold,
         "notes": list(res.notes),
+        "placement": list(res.placement),
         "figures": [f.as_json() for f in res.figures],
         "fl_rounds": rec.fl_rounds,
         "ledgers": rec.ledgers,

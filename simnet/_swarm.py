@@ -45,7 +45,7 @@ from ._scenario import FLSection, LinkClass, Scenario
 from ._swarm_base import PROBE_TOPIC, _identity, _SwarmBase, assign_profiles
 from ._wrap import QuietTransport, RecordingTransport
 
-__all__ = ["MemSwarm", "make_backend", "PROBE_TOPIC", "assign_profiles", "pair_link"]
+__all__ = ["MemSwarm", "make_backend", "BACKENDS", "PROBE_TOPIC", "assign_profiles", "pair_link"]
 
 
 def pair_link(a: LinkClass, b: LinkClass) -> LinkSpec:
@@ -325,8 +325,27 @@ class MemSwarm(_SwarmBase):
         return SwarmState(tuple(ledgers), forks, dict(drops), dict(byz))
 
 
-def make_backend(scenario: Scenario, workdir: Path | None = None) -> SwarmBackend:
-    """The backend for the scenario's transport."""
+BACKENDS = ("process", "ray")
+"""Where a libp2p swarm's node groups run: worker processes on this machine, or Ray actors."""
+
+
+def make_backend(
+    scenario: Scenario, workdir: Path | None = None, *, backend: str = "process", ray_address: str | None = None
+) -> SwarmBackend:
+    """The backend for the scenario's transport.
+
+    ``backend`` places a libp2p swarm's node groups: ``process`` (worker processes on this
+    machine, the default) or ``ray`` (Ray actors across the cluster at ``ray_address``, or a
+    local Ray instance when None; needs ``pip install 'edgenode[ray]'``).  ``ray`` runs real
+    libp2p hosts whatever the scenario's transport says.
+    """
+    if backend not in BACKENDS:
+        raise SimnetError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "ray":
+        from ._p2p import P2PSwarm
+        from ._ray import RayLauncher  # the one module that imports ray; a clear error when it is missing
+
+        return P2PSwarm(scenario, workdir, launcher=RayLauncher(ray_address))
     if scenario.swarm.transport == "libp2p":
         from ._p2p import P2PSwarm
 
