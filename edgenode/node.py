@@ -64,11 +64,9 @@ from .tasks import (
     SystemClock,
     WasmEngine,
 )
+from .tasksets import Spawner, TaskSet
 
-__all__ = ["Node", "NodeTiming", "Spawn"]
-
-Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None] | None"]
-"""Starts a background task for the node (the runtime's task group); None: not started (stopping)."""
+__all__ = ["Node", "NodeTiming"]
 
 log = logging.getLogger("edgenode.node")
 
@@ -121,7 +119,7 @@ class Node:
         replicate: bool = True,
         guard: SwarmGuard | None = None,
         replay_store: ReplayStore | None = None,
-        spawn: Spawn | None = None,
+        spawn: Spawner | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -148,7 +146,8 @@ class Node:
         self._seq = 0
         self._spawner = spawn
         """Where background tasks start (None: loose tasks on the running loop, tracked here)."""
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = TaskSet(spawn, log=log)
+        """Periodic loops, topic followers, ledger syncs (in the runtime's task group when given)."""
         """Background work in flight (finished ones leave the set)."""
         self._syncing: set[str] = set()
         led = config.ledger
@@ -199,7 +198,7 @@ class Node:
         t.serve(STATUS_PROTOCOL, self._handle_status)
         t.serve(LEDGER_PROTOCOL, self._handle_ledger)
         if g is not None:
-            await g.start(t)
+            await g.start(t, self._spawner)
             t.serve(BLOB_PROTOCOL, g.guard_blobs(self.blobs))
             t.serve(STATUS_PROTOCOL, g.guard_handler("request", self._handle_status))
             t.serve(LEDGER_PROTOCOL, g.guard_handler("request", self._handle_ledger))
@@ -257,24 +256,10 @@ class Node:
         return report
 
     async def _cancel_background(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        for task in tasks:
-            if self._spawner is None and not task.cancelled() and task.exception() is not None:
-                log.error("node task failed", exc_info=task.exception())  # a runtime's group reports its own
-        self._tasks.clear()
+        await self._tasks.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        if self._spawner is None:
-            task: asyncio.Future[None] | None = asyncio.ensure_future(coro)
-        else:
-            task = self._spawner(coro)
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     @property
     def background_tasks(self) -> int:

@@ -256,5 +256,5 @@ def build_runtime(
     if fl:
         from .fl import node_controller  # the fl package pulls in more than a node without FL needs
 
-        ctrl = node_controller(node, config.fl, registry=models)
+        ctrl = node_controller(node, config.fl, registry=models, spawn=group.spawn)
     return Runtime(node, ctrl, group)

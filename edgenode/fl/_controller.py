@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from federated import FederatedError, RoundConfig, RoundDone, StrategyConfig
 from federated.models import MODEL_FACTORIES, make_model
@@ -28,6 +28,7 @@ from ..identity import Identity
 from ..net import GossipMessage, NetError, Transport, follow_gossip
 from ..security import Refused, SwarmGuard
 from ..tasks import Clock, SystemClock
+from ..tasksets import Spawner, TaskSet
 from ._config import make_loader, train_config
 from ._gate import StartGate, StartRefused, TrainerCheck, min_authors_of
 from ._messages import (
@@ -64,6 +65,7 @@ class FLController:
         note: Note | None = None,
         clock: Clock | None = None,
         guard: SwarmGuard | None = None,
+        spawn: Spawner | None = None,
     ) -> None:
         self.transport = transport
         self.identity = identity
@@ -74,7 +76,8 @@ class FLController:
         self._clock: Clock = clock or SystemClock()
         self.guard = guard
         """Swarm mode: members only; a start, and a model update, needs the ``trainer`` (or ``admin``) role."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(spawn, log=log)
+        """Topic followers and progress reports (in the runtime's task group when ``spawn`` is given)."""
         self._runs: dict[str, asyncio.Task[None]] = {}
         self.active: str | None = None
         """Run id of the run in progress, if any."""
@@ -111,13 +114,13 @@ class FLController:
 
     async def stop(self) -> None:
         """Cancel the run in progress and stop following the topics."""
-        tasks = [*self._tasks, *self._runs.values()]
-        for task in tasks:
+        runs = list(self._runs.values())
+        for task in runs:
             task.cancel()
-        for task in tasks:
+        for task in runs:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks.clear()
+        await self._tasks.cancel()
         self._runs.clear()
         self.active = None
 
@@ -128,10 +131,8 @@ class FLController:
             await task
         return self.results.get(run_id, [])
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.spawn(coro)
 
     # -- commands -------------------------------------------------------------------
     def _valid_start(self, _sender: str, data: bytes) -> bool:
@@ -268,13 +269,15 @@ class FLHost(Protocol):
     def guard(self) -> SwarmGuard | None: ...
 
 
-def node_controller(node: FLHost, section: FLSection, *, registry: ModelSink | None = None) -> FLController:
+def node_controller(
+    node: FLHost, section: FLSection, *, registry: ModelSink | None = None, spawn: Spawner | None = None
+) -> FLController:
     """``node``'s FL controller, wired as ``edgenode run`` wires it.
 
     Same transport (and so the same topics), identity, clock and swarm guard as the node;
     each published update is noted in the node's own ledger chain; aggregated models go
     to ``registry`` (the node's :class:`~edgenode.inference.ModelRegistry`; None: kept
-    only in memory).  Start it after the node, stop it before.
+    only in memory); ``spawn``: the runtime's task group.  Start it after the node, stop it before.
     """
     return FLController(node.transport, node.identity, section, registry=registry, note=node.chain.append,
-                        clock=node.clock, guard=node.guard)
+                        clock=node.clock, guard=node.guard, spawn=spawn)

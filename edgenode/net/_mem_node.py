@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+from ..tasksets import TaskSet
 from ._errors import NetError, NotRunning, RequestTimeout, Unreachable
 from ._mem_core import Stream
 from ._transport import (
@@ -89,7 +90,8 @@ class MemTransport(Transport):
         self._handlers: dict[str, Handler] = {}
         self._event_streams: list[Stream[PeerEvent]] = []
         self._pending: dict[int, tuple[MemTransport, asyncio.Future[bytes]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
+        """Request handlers in flight."""
         self._lazy_buf: list[tuple[_Gossip, int]] = []
         self._hb_pending = False
         self._seq = 0
@@ -117,12 +119,7 @@ class MemTransport(Transport):
         self._up = False
         self._fail_pending(lambda: NotRunning("transport stopped"))
         self._net._node_down(self)
-        me = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not me]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel()
         for subs in self._subs.values():
             for s in subs:
                 s.close()
@@ -298,9 +295,7 @@ class MemTransport(Transport):
         self._handlers[protocol] = handler
 
     def _spawn_handler(self, handler: Handler, src: MemTransport, rid: int, data: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve_one(handler, src, rid, data, self._epoch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._serve_one(handler, src, rid, data, self._epoch))
 
     async def _serve_one(self, handler: Handler, src: MemTransport, rid: int, data: bytes, epoch: int) -> None:
         ok = True
@@ -333,8 +328,7 @@ class MemTransport(Transport):
         self._epoch += 1
         self._saved_conns = list(self._conns)
         self._fail_pending(lambda: Unreachable(f"node {self._peer_id} crashed"))
-        for t in list(self._tasks):
-            t.cancel()
+        self._tasks.cancel_now()
 
     def _after_crash(self) -> None:
         self._lazy_buf.clear()

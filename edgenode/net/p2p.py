@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import EdgenodeError, LocalError
 from ..identity import Identity
+from ..tasksets import TaskSet
 from ._errors import NotRunning, RequestTimeout
 from ._p2p_bridge import Child, SharedTrioThread, TrioThread
 from ._p2p_config import P2PConfig
@@ -135,7 +136,8 @@ class P2PTransport(Transport):
         self._event_streams: set[_PeerEvents] = set()
         self._handlers: dict[str, Handler] = {}
         self._validators: dict[str, Validator] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
+        """Bridge calls started without a caller to await them (unsubscribes)."""
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -266,9 +268,7 @@ class P2PTransport(Transport):
             with contextlib.suppress(NotRunning):  # stopped meanwhile: gone with the host
                 await coro
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run())
 
     def _post_gossip(self, topic: str, sender: str, data: bytes) -> None:
         self._bridge.post(self._on_gossip, topic, sender, data)

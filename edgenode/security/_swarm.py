@@ -28,6 +28,7 @@ from ..clock import Clock
 from ..errors import DecodeError, EdgenodeError, LocalError, SignatureError
 from ..identity import Identity, public_key_from_peer_id
 from ..net import BlobStore, Handler, NetError, PeerEventKind, RemoteFailure, Transport, Validator, blob_handler
+from ..tasksets import Spawner, TaskSet
 from ._abuse import AbuseGuard
 from ._errors import PolicyError, Refused
 from ._membership import DEFAULT_CERT_SKEW_MS, Member, MembershipCert, MembershipView, Revocation
@@ -148,18 +149,23 @@ class SwarmGuard:
         self._handshakes: dict[str, asyncio.Future[Member]] = {}
         self._transport: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._bg: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet(log=log)
+        """Handshakes, drops and publications (what :meth:`settle` waits for)."""
+        self._bg = TaskSet(log=log)
+        """Topic and peer followers, for the guard's life."""
 
     @property
     def swarm_id(self) -> str:
         return self.view.swarm_id
 
     # -- lifecycle --------------------------------------------------------------------
-    async def start(self, transport: Transport) -> None:
-        """Serve the handshake, gate the swarm topics and follow peers (before any connection)."""
+    async def start(self, transport: Transport, spawn: Spawner | None = None) -> None:
+        """Serve the handshake, gate the swarm topics and follow peers (before any connection).
+        ``spawn``: the runtime's task group, where the guard's tasks then run."""
         if self._transport is not None:
             return
+        if spawn is not None:
+            self._tasks, self._bg = TaskSet(spawn, log=log), TaskSet(spawn, log=log)
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         transport.serve(MEMBER_PROTOCOL, self._serve_hello)
@@ -167,44 +173,24 @@ class SwarmGuard:
         transport.set_validator(REVOCATION_TOPIC, self._valid_revocation)
         transport.set_validator(EVIDENCE_TOPIC, self.gate(self._valid_evidence))
         for topic in (MEMBER_TOPIC, REVOCATION_TOPIC, EVIDENCE_TOPIC):
-            self._bg.append(asyncio.create_task(self._drain(transport, topic)))
-        self._bg.append(asyncio.create_task(self._follow_peers(transport)))
+            self._bg.spawn(self._drain(transport, topic))
+        self._bg.spawn(self._follow_peers(transport))
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Wait (at most ``timeout`` s) for the handshakes, drops and publications in flight."""
         async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._tasks.settle()
 
     async def stop(self) -> None:
-        for t in [*self._bg, *self._tasks]:
-            t.cancel()
-        for t in [*self._bg, *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError, EdgenodeError):
-                await t
-        self._bg.clear()
-        self._tasks.clear()
+        await self._bg.cancel()
+        await self._tasks.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the guard's loop (callable from a transport's validator thread too)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
+        if self._loop is None:
             coro.close()
             return
-
-        def go() -> None:
-            task = loop.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            go()
-        else:
-            loop.call_soon_threadsafe(go)
+        self._tasks.spawn(coro, loop=self._loop)
 
     async def _drain(self, transport: Transport, topic: str) -> None:
         """Stay subscribed, so this peer joins the topic's mesh and relays it; the validators do the work."""
