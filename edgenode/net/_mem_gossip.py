@@ -12,14 +12,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ..errors import LocalError
 from ._mem_core import Delivery, LinkSpec, Scheduler, mix64, unit_draw
+from ._mem_node import MemTransport
 from ._transport import GossipMessage
-
-if TYPE_CHECKING:
-    from ._mem_node import MemTransport
 
 __all__ = ["GossipLayer"]
 
@@ -60,6 +57,8 @@ class GossipLayer:
         gossip_lazy: int | None,
         heartbeat_s: float,
     ) -> None:
+        self._lazy: dict[MemTransport, list[tuple[_Gossip, int]]] = {}
+        """Per node, the messages kept for its next heartbeat's IHAVE (a key only while one is pending)."""
         if gossip_degree < 1:
             raise LocalError("gossip_degree must be >= 1")
         high = 2 * gossip_degree if gossip_degree_high is None else gossip_degree_high
@@ -122,7 +121,7 @@ class GossipLayer:
     # -- links ---------------------------------------------------------------------
     def _link(self, a: MemTransport, b: MemTransport) -> LinkSpec:
         if self._pair_links:
-            i, j = a._index, b._index
+            i, j = a.index, b.index
             spec = self._pair_links.get((i, j) if i < j else (j, i))
             if spec is not None:
                 return spec
@@ -139,40 +138,40 @@ class GossipLayer:
         """Simulated arrival time of ``size`` bytes sent at ``now`` from src to dst."""
         start = now
         if spec.bandwidth_bps is not None:
-            k = (src._index, dst._index)
+            k = (src.index, dst.index)
             start = max(start, self._busy.get(k, start)) + size * 8.0 / spec.bandwidth_bps
             self._busy[k] = start
         delay = spec.latency_ms
         if spec.jitter_ms:
-            u = unit_draw(self._seed_key, key, (src._index << 32) | dst._index, salt)
+            u = unit_draw(self._seed_key, key, (src.index << 32) | dst.index, salt)
             delay = max(0.0, delay + spec.jitter_ms * (2.0 * u - 1.0))
         return start + delay / 1000.0
 
     def _lost(self, spec: LinkSpec, src: MemTransport, dst: MemTransport, key: int, salt: int) -> bool:
         if spec.loss <= 0.0:
             return False
-        return unit_draw(self._seed_key, key, (src._index << 32) | dst._index, salt) < spec.loss
+        return unit_draw(self._seed_key, key, (src.index << 32) | dst.index, salt) < spec.loss
 
     def _blocked(self, a: MemTransport, b: MemTransport) -> bool:
         groups = self._groups
-        return groups is not None and groups.get(a._peer_id, -1) != groups.get(b._peer_id, -1)
+        return groups is not None and groups.get(a.peer_id, -1) != groups.get(b.peer_id, -1)
 
     # -- mesh ------------------------------------------------------------------------
     def _prune_peer(self, node: MemTransport, gone: MemTransport) -> None:
-        for fan in node._fanout.values():
+        for fan in node.fanout.values():
             fan.pop(gone, None)
         refill = []
-        for topic, mesh in node._mesh.items():
+        for topic, mesh in node.mesh.items():
             if gone in mesh:
                 del mesh[gone]
                 refill.append(topic)
-        if node._up:
+        if node.up:
             for topic in refill:
                 self._graft_fill(node, topic)
 
     def _maybe_graft(self, a: MemTransport, b: MemTransport, topic: str) -> None:
-        ma = a._mesh.setdefault(topic, {})
-        mb = b._mesh.setdefault(topic, {})
+        ma = a.mesh.setdefault(topic, {})
+        mb = b.mesh.setdefault(topic, {})
         if b in ma:
             return
         if (len(ma) < self._d or len(mb) < self._d) and len(ma) < self._d_high and len(mb) < self._d_high:
@@ -180,40 +179,40 @@ class GossipLayer:
             mb[a] = None
 
     def _graft_fill(self, node: MemTransport, topic: str) -> None:
-        mesh = node._mesh.setdefault(topic, {})
+        mesh = node.mesh.setdefault(topic, {})
         need = self._d - len(mesh)
         if need <= 0:
             return
         high = self._d_high
-        cands = [p for p in node._conns if p not in mesh and topic in p._subs and len(p._mesh.get(topic, ())) < high]
+        cands = [p for p in node.conns if p not in mesh and topic in p.subs and len(p.mesh.get(topic, ())) < high]
         if len(cands) > need:
             cands = self._rng.sample(cands, need)
         for p in cands:
             mesh[p] = None
-            p._mesh.setdefault(topic, {})[node] = None
+            p.mesh.setdefault(topic, {})[node] = None
 
-    def _joined_topic(self, node: MemTransport, topic: str) -> None:
+    def joined_topic(self, node: MemTransport, topic: str) -> None:
         self._graft_fill(node, topic)
-        for p in node._conns:
-            if topic in p._subs:
+        for p in node.conns:
+            if topic in p.subs:
                 self._maybe_graft(node, p, topic)
 
-    def _left_topic(self, node: MemTransport, topic: str) -> None:
-        mesh = node._mesh.pop(topic, {})
+    def left_topic(self, node: MemTransport, topic: str) -> None:
+        mesh = node.mesh.pop(topic, {})
         for p in mesh:
-            m = p._mesh.get(topic)
+            m = p.mesh.get(topic)
             if m is not None:
                 m.pop(node, None)
-                if p._up:
+                if p.up:
                     self._graft_fill(p, topic)
 
     def _fanout_peers(self, node: MemTransport, topic: str) -> dict[MemTransport, None]:
-        fan = node._fanout.setdefault(topic, {})
-        for p in [p for p in fan if topic not in p._subs]:
+        fan = node.fanout.setdefault(topic, {})
+        for p in [p for p in fan if topic not in p.subs]:
             del fan[p]
         need = self._d - len(fan)
         if need > 0:
-            cands = [p for p in node._conns if p not in fan and topic in p._subs]
+            cands = [p for p in node.conns if p not in fan and topic in p.subs]
             if len(cands) > need:
                 cands = self._rng.sample(cands, need)
             for p in cands:
@@ -221,14 +220,14 @@ class GossipLayer:
         return fan
 
     # -- gossip ------------------------------------------------------------------------
-    def _publish(self, node: MemTransport, topic: str, data: bytes) -> None:
+    def publish_from(self, node: MemTransport, topic: str, data: bytes) -> None:
         sched = self._scheduler()
-        node._seq += 1
-        msg = GossipMessage(topic, node._peer_id, data)
+        node.seq += 1
+        msg = GossipMessage(topic, node.peer_id, data)
         now = sched.now()
-        g = _Gossip((node._index << 32) | node._seq, node._seq, node, msg, now)
-        node._c["gossip_published"] += 1
-        targets = node._mesh.get(topic) if topic in node._subs else None
+        g = _Gossip((node.index << 32) | node.seq, node.seq, node, msg, now)
+        node.counts["gossip_published"] += 1
+        targets = node.mesh.get(topic) if topic in node.subs else None
         if not targets:
             targets = self._fanout_peers(node, topic)
         for p in targets:
@@ -239,16 +238,16 @@ class GossipLayer:
         self, sched: Scheduler, now: float, src: MemTransport, dst: MemTransport, g: _Gossip, hops: int
     ) -> None:
         spec = self._link(src, dst)
-        src._c["gossip_sent"] += 1
+        src.counts["gossip_sent"] += 1
         if spec.loss > 0.0 and self._lost(spec, src, dst, g.key, GOSSIP_LOSS):
-            src._c["gossip_lost"] += 1
+            src.counts["gossip_lost"] += 1
             return
         if dst in g.seen:
             # A copy to a node that already has the message can only arrive as a duplicate:
             # count it now rather than schedule it (it still occupies a limited link).
             if spec.bandwidth_bps is not None:
                 self._arrival(now, spec, src, dst, len(g.data), g.key, GOSSIP_JITTER)
-            c = dst._c
+            c = dst.counts
             c["gossip_received"] += 1
             c["gossip_duplicates"] += 1
             return
@@ -259,23 +258,23 @@ class GossipLayer:
         sched.call_at(at, self._on_gossip, dst, src, g, hops)
 
     def _on_gossip(self, dst: MemTransport, src: MemTransport, g: _Gossip, hops: int) -> None:
-        if not dst._up or src not in dst._conns:
+        if not dst.up or src not in dst.conns:
             return
-        c = dst._c
+        c = dst.counts
         c["gossip_received"] += 1
         if dst in g.seen:
             c["gossip_duplicates"] += 1
             return
         g.seen.add(dst)
         topic = g.topic
-        subs = dst._subs.get(topic)
+        subs = dst.subs.get(topic)
         if not subs:
             c["gossip_dropped_not_subscribed"] += 1
             return
-        validator = dst._validators.get(topic)
+        validator = dst.validators.get(topic)
         if validator is not None:
             try:
-                ok = bool(validator(g.origin._peer_id, g.data))
+                ok = bool(validator(g.origin.peer_id, g.data))
             except Exception:  # a failing validator rejects the message
                 ok = False
             if not ok:
@@ -290,11 +289,11 @@ class GossipLayer:
         assert sched is not None
         now = sched.now()
         if self._observers:
-            d = Delivery(dst._peer_id, topic, g.origin._peer_id, g.seqno, hops, g.published_at, now)
+            d = Delivery(dst.peer_id, topic, g.origin.peer_id, g.seqno, hops, g.published_at, now)
             for fn in self._observers:
                 fn(d)
         origin = g.origin
-        for p in dst._mesh.get(topic, ()):
+        for p in dst.mesh.get(topic, ()):
             if p is not src and p is not origin:
                 self._send_gossip(sched, now, dst, p, g, hops + 1)
         self._remember(sched, now, dst, g, hops)
@@ -304,32 +303,32 @@ class GossipLayer:
         """Keep ``g`` for the node's next heartbeat, scheduling one if none is pending."""
         if not self._d_lazy:
             return
-        node._lazy_buf.append((g, hops))
-        if not node._hb_pending:
-            node._hb_pending = True
-            phase = 1.0 - unit_draw(self._seed_key, node._index, 0, HEARTBEAT)  # in (0, 1]
-            sched.call_at(now + self._heartbeat * phase, self._heartbeat_tick, node, node._epoch)
+        buf = self._lazy.get(node)
+        if buf is None:  # no heartbeat pending for this node: schedule one
+            buf = self._lazy[node] = []
+            phase = 1.0 - unit_draw(self._seed_key, node.index, 0, HEARTBEAT)  # in (0, 1]
+            sched.call_at(now + self._heartbeat * phase, self._heartbeat_tick, node, node.epoch)
+        buf.append((g, hops))
 
     def _heartbeat_tick(self, node: MemTransport, epoch: int) -> None:
-        if node._epoch != epoch:
+        if node.epoch != epoch:
             return
-        node._hb_pending = False
-        buf, node._lazy_buf = node._lazy_buf, []
-        if not node._up:
+        buf = self._lazy.pop(node, [])
+        if not node.up:
             return
         sched = self._sched
         assert sched is not None
         now = sched.now()
-        c = node._c
+        c = node.counts
         for g, hops in buf:
             topic = g.topic
-            eager = node._mesh.get(topic) or node._fanout.get(topic) or {}
+            eager = node.mesh.get(topic) or node.fanout.get(topic) or {}
             origin = g.origin
-            cands = [p for p in node._conns if p not in eager and p is not origin and topic in p._subs]
+            cands = [p for p in node.conns if p not in eager and p is not origin and topic in p.subs]
             n = max(self._d_lazy, len(cands) // 4)
             if len(cands) > n:
-                base = node._index << 32
-                cands.sort(key=lambda p: unit_draw(self._seed_key, g.key, base | p._index, LAZY_PICK))
+                base = node.index << 32
+                cands.sort(key=lambda p: unit_draw(self._seed_key, g.key, base | p.index, LAZY_PICK))
                 del cands[n:]
             for p in cands:
                 c["gossip_ihave_sent"] += 1
@@ -343,15 +342,15 @@ class GossipLayer:
                 sched.call_at(at, self._on_ihave, p, node, g, hops)
 
     def _on_ihave(self, node: MemTransport, adv: MemTransport, g: _Gossip, hops: int) -> None:
-        if not node._up or adv not in node._conns or node in g.seen or node in g.wanted:
+        if not node.up or adv not in node.conns or node in g.seen or node in g.wanted:
             return
-        if g.topic not in node._subs:
+        if g.topic not in node.subs:
             return
         g.wanted.add(node)
-        node._c["gossip_iwant_sent"] += 1
+        node.counts["gossip_iwant_sent"] += 1
         spec = self._link(node, adv)
         if self._lost(spec, node, adv, g.key, IWANT_LOSS):
-            node._c["gossip_lost"] += 1
+            node.counts["gossip_lost"] += 1
             return
         sched = self._sched
         assert sched is not None
@@ -359,7 +358,7 @@ class GossipLayer:
         sched.call_at(at, self._on_iwant, adv, node, g, hops)
 
     def _on_iwant(self, node: MemTransport, asker: MemTransport, g: _Gossip, hops: int) -> None:
-        if not node._up or asker not in node._conns:
+        if not node.up or asker not in node.conns:
             return
         sched = self._sched
         assert sched is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..tasksets import TaskSet
 from ._errors import NetError, NotRunning, RequestTimeout, Unreachable
@@ -26,9 +26,24 @@ from ._transport import (
     failure_reason,
 )
 
-if TYPE_CHECKING:
-    from ._mem_gossip import _Gossip
-    from .memnet import MemNetwork
+
+class Fabric(Protocol):
+    """What a :class:`MemTransport` asks of its network (:class:`~edgenode.net.memnet.MemNetwork`
+    implements it): routing, links and the gossip mesh.  The transport holds the node's own
+    state (connections, subscriptions, pending requests, counters) in public attributes the
+    network reads and writes; nothing else in this package is shared."""
+
+    def lookup(self, peer: str) -> MemTransport: ...
+    def check_dialable(self, src: MemTransport, dst: MemTransport) -> None: ...
+    def handshake(self, src: MemTransport, dst: MemTransport, done: asyncio.Future[None]) -> None: ...
+    def link_up(self, a: MemTransport, b: MemTransport) -> None: ...
+    def link_down(self, a: MemTransport, b: MemTransport) -> None: ...
+    def node_down(self, node: MemTransport) -> None: ...
+    def joined_topic(self, node: MemTransport, topic: str) -> None: ...
+    def left_topic(self, node: MemTransport, topic: str) -> None: ...
+    def publish_from(self, node: MemTransport, topic: str, data: bytes) -> None: ...
+    def send_request(self, src: MemTransport, dst: MemTransport, rid: int, protocol: str, data: bytes) -> None: ...
+    def send_response(self, src: MemTransport, dst: MemTransport, rid: int, ok: bool, payload: bytes) -> None: ...
 
 __all__ = ["MemTransport", "ADDR_PREFIX", "COUNTER_NAMES", "addr_peer_id"]
 
@@ -70,36 +85,34 @@ def addr_peer_id(addr: str) -> str:
 class MemTransport(Transport):
     """A :class:`Transport` attached to a :class:`MemNetwork`; make it with ``network.add_node``."""
 
-    def __init__(self, network: MemNetwork, peer_id: str, index: int, node_class: str, queue_size: int) -> None:
+    def __init__(self, network: Fabric, peer_id: str, index: int, node_class: str, queue_size: int) -> None:
         self._net = network
         self._peer_id = peer_id
-        self._index = index
+        self.index = index
         self._class = node_class
         self._queue_size = queue_size
         self._state = _NEW
-        self._up = False
+        self.up = False
         self._crashed = False
-        self._epoch = 0
+        self.epoch = 0
         # ordered sets (dicts) of peer transports: insertion order keeps runs deterministic
-        self._conns: dict[MemTransport, None] = {}
-        self._saved_conns: list[MemTransport] = []
-        self._subs: dict[str, list[Stream[GossipMessage]]] = {}
-        self._mesh: dict[str, dict[MemTransport, None]] = {}
-        self._fanout: dict[str, dict[MemTransport, None]] = {}
-        self._validators: dict[str, Validator] = {}
-        self._handlers: dict[str, Handler] = {}
-        self._event_streams: list[Stream[PeerEvent]] = []
-        self._pending: dict[int, tuple[MemTransport, asyncio.Future[bytes]]] = {}
+        self.conns: dict[MemTransport, None] = {}
+        self.saved_conns: list[MemTransport] = []
+        self.subs: dict[str, list[Stream[GossipMessage]]] = {}
+        self.mesh: dict[str, dict[MemTransport, None]] = {}
+        self.fanout: dict[str, dict[MemTransport, None]] = {}
+        self.validators: dict[str, Validator] = {}
+        self.handlers: dict[str, Handler] = {}
+        self.event_streams: list[Stream[PeerEvent]] = []
+        self.pending: dict[int, tuple[MemTransport, asyncio.Future[bytes]]] = {}
         self._tasks = TaskSet()
         """Request handlers in flight."""
-        self._lazy_buf: list[tuple[_Gossip, int]] = []
-        self._hb_pending = False
-        self._seq = 0
+        self.seq = 0
         self._req_seq = 0
-        self._c: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.counts: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 
     def __repr__(self) -> str:
-        state = "crashed" if self._crashed else ("new", "running", "stopped")[self._state]
+        state = "crashed" if self.crashed else ("new", "running", "stopped")[self._state]
         return f"MemTransport({self._peer_id!r}, {state})"
 
     # -- lifecycle and identity ------------------------------------------------
@@ -109,24 +122,24 @@ class MemTransport(Transport):
         if self._state == _RUNNING:
             return
         self._state = _RUNNING
-        self._up = not self._crashed
+        self.up = not self.crashed
 
     async def stop(self) -> None:
         """Leave the network: peers see LEAVE, pending requests fail, streams end."""
         if self._state == _STOPPED:
             return
         self._state = _STOPPED
-        self._up = False
-        self._fail_pending(lambda: NotRunning("transport stopped"))
-        self._net._node_down(self)
+        self.up = False
+        self.fail_pending(lambda: NotRunning("transport stopped"))
+        self._net.node_down(self)
         await self._tasks.cancel()
-        for subs in self._subs.values():
+        for subs in self.subs.values():
             for s in subs:
                 s.close()
-        self._subs.clear()
-        for es in self._event_streams:
+        self.subs.clear()
+        for es in self.event_streams:
             es.close()
-        self._event_streams.clear()
+        self.event_streams.clear()
 
     @property
     def peer_id(self) -> str:
@@ -144,7 +157,7 @@ class MemTransport(Transport):
     @property
     def running(self) -> bool:
         """Started, not stopped, not crashed."""
-        return self._up
+        return self.up
 
     @property
     def crashed(self) -> bool:
@@ -157,7 +170,7 @@ class MemTransport(Transport):
     def _check_running(self) -> None:
         if self._state != _RUNNING:
             raise NotRunning(f"transport {self._peer_id} is not running")
-        if self._crashed:
+        if self.crashed:
             raise Unreachable(f"node {self._peer_id} is crashed")
 
     # -- peers -----------------------------------------------------------------
@@ -169,93 +182,93 @@ class MemTransport(Transport):
         """
         self._check_running()
         pid = addr_peer_id(addr)
-        target = self._net._lookup(pid)
+        target = self._net.lookup(pid)
         if target is self:
             raise Unreachable("cannot dial self")
-        if target in self._conns:
+        if target in self.conns:
             return pid
-        self._net._check_dialable(self, target)
+        self._net.check_dialable(self, target)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._net._handshake(self, target, done)
+        self._net.handshake(self, target, done)
         try:
             async with asyncio.timeout(timeout):
                 await done
         except TimeoutError as exc:
             raise Unreachable(f"dial to {pid} timed out after {timeout} s") from exc
         self._check_running()
-        if target not in self._conns:
-            self._net._check_dialable(self, target)
-            self._net._link_up(self, target)
+        if target not in self.conns:
+            self._net.check_dialable(self, target)
+            self._net.link_up(self, target)
         return pid
 
     def peers(self) -> list[str]:
-        return [p._peer_id for p in self._conns]
+        return [p.peer_id for p in self.conns]
 
     async def disconnect(self, peer: str) -> None:
         """Close the connection to ``peer`` at once (both sides see LEAVE, pending requests fail)."""
         self._check_running()
-        target = next((p for p in self._conns if p._peer_id == peer), None)
+        target = next((p for p in self.conns if p.peer_id == peer), None)
         if target is not None:
-            self._net._link_down(self, target)
+            self._net.link_down(self, target)
 
     def peer_events(self) -> AsyncIterator[PeerEvent]:
-        stream: Stream[PeerEvent] = Stream(self._queue_size, self._event_streams.remove)
+        stream: Stream[PeerEvent] = Stream(self._queue_size, self.event_streams.remove)
         if self._state != _STOPPED:
-            self._event_streams.append(stream)
+            self.event_streams.append(stream)
         else:
             stream.close()
         return stream
 
-    def _emit(self, kind: PeerEventKind, peer: MemTransport) -> None:
-        if not self._event_streams:
+    def emit(self, kind: PeerEventKind, peer: MemTransport) -> None:
+        if not self.event_streams:
             return
-        ev = PeerEvent(kind, peer._peer_id)
-        for s in self._event_streams:
+        ev = PeerEvent(kind, peer.peer_id)
+        for s in self.event_streams:
             if not s.put(ev):
-                self._c["peer_events_dropped"] += 1
+                self.counts["peer_events_dropped"] += 1
 
     # -- gossip ----------------------------------------------------------------
     async def publish(self, topic: str, data: bytes) -> None:
         """Gossip to the topic's mesh (or fanout) peers; a crashed node drops it silently."""
         if self._state != _RUNNING:
             raise NotRunning(f"transport {self._peer_id} is not running")
-        if self._crashed:
-            self._c["gossip_dropped_crashed"] += 1
+        if self.crashed:
+            self.counts["gossip_dropped_crashed"] += 1
             return
-        self._net._publish(self, topic, bytes(data))
+        self._net.publish_from(self, topic, bytes(data))
 
     def subscribe(self, topic: str) -> Subscription:
         stream: Stream[GossipMessage] = Stream(self._queue_size, lambda s: self._unsubscribe(topic, s))
         if self._state == _STOPPED:
             stream.close()
             return stream
-        subs = self._subs.get(topic)
+        subs = self.subs.get(topic)
         if subs is None:
-            self._subs[topic] = [stream]
-            self._fanout.pop(topic, None)
-            if self._up:
-                self._net._joined_topic(self, topic)
+            self.subs[topic] = [stream]
+            self.fanout.pop(topic, None)
+            if self.up:
+                self._net.joined_topic(self, topic)
         else:
             subs.append(stream)
         return stream
 
     def _unsubscribe(self, topic: str, stream: Stream[GossipMessage]) -> None:
-        subs = self._subs.get(topic)
+        subs = self.subs.get(topic)
         if subs is None or stream not in subs:
             return
         subs.remove(stream)
         if not subs:
-            del self._subs[topic]
-            self._net._left_topic(self, topic)
+            del self.subs[topic]
+            self._net.left_topic(self, topic)
 
     def set_validator(self, topic: str, validator: Validator) -> None:
         """Run ``validator(origin, data)`` on every message received on ``topic``; an
         exception in it counts as a rejection."""
-        self._validators[topic] = validator
+        self.validators[topic] = validator
 
     def mesh_peers(self, topic: str) -> list[str]:
         """The peers this node forwards ``topic`` to (its mesh for the topic)."""
-        return [p._peer_id for p in self._mesh.get(topic, ())]
+        return [p.peer_id for p in self.mesh.get(topic, ())]
 
     # -- requests --------------------------------------------------------------
     async def request(self, peer: str, protocol: str, data: bytes, timeout: float = 10.0) -> bytes:
@@ -266,42 +279,42 @@ class MemTransport(Transport):
         slow handler) or RemoteFailure (no handler, handler raised).
         """
         self._check_running()
-        target = self._net._lookup(peer)
+        target = self._net.lookup(peer)
         if target is self:
             raise Unreachable("cannot send a request to self")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if target not in self._conns:
+        if target not in self.conns:
             await self.connect(target.listen_addrs[0], timeout=timeout)
         fut: asyncio.Future[bytes] = loop.create_future()
         self._req_seq += 1
         rid = self._req_seq
-        self._pending[rid] = (target, fut)
-        self._c["requests_sent"] += 1
+        self.pending[rid] = (target, fut)
+        self.counts["requests_sent"] += 1
         try:
-            self._net._send_request(self, target, rid, protocol, bytes(data))
+            self._net.send_request(self, target, rid, protocol, bytes(data))
             async with asyncio.timeout_at(deadline):
                 return await fut
         except TimeoutError as exc:
-            self._c["requests_timed_out"] += 1
+            self.counts["requests_timed_out"] += 1
             raise RequestTimeout(f"no answer from {peer} on {protocol} within {timeout} s") from exc
         except NetError:
-            self._c["requests_errors"] += 1
+            self.counts["requests_errors"] += 1
             raise
         finally:
-            self._pending.pop(rid, None)
+            self.pending.pop(rid, None)
 
     def serve(self, protocol: str, handler: Handler) -> None:
-        self._handlers[protocol] = handler
+        self.handlers[protocol] = handler
 
-    def _spawn_handler(self, handler: Handler, src: MemTransport, rid: int, data: bytes) -> None:
-        self._tasks.spawn(self._serve_one(handler, src, rid, data, self._epoch))
+    def spawn_handler(self, handler: Handler, src: MemTransport, rid: int, data: bytes) -> None:
+        self._tasks.spawn(self._serve_one(handler, src, rid, data, self.epoch))
 
     async def _serve_one(self, handler: Handler, src: MemTransport, rid: int, data: bytes, epoch: int) -> None:
         ok = True
-        self._c["requests_served"] += 1
+        self.counts["requests_served"] += 1
         try:
-            resp = await handler(src._peer_id, data)
+            resp = await handler(src.peer_id, data)
             if not isinstance(resp, bytes | bytearray | memoryview):
                 raise TypeError(f"handler returned {type(resp).__name__}, not bytes")
             payload = bytes(resp)
@@ -310,42 +323,40 @@ class MemTransport(Transport):
             # a reason code only (as over libp2p); the detail stays in our log
             payload = failure_reason(exc).encode()
             logging.getLogger("edgenode.net").debug(
-                "request handler failed", extra={"sender": src._peer_id, "error": f"{type(exc).__name__}: {exc}"}
+                "request handler failed", extra={"sender": src.peer_id, "error": f"{type(exc).__name__}: {exc}"}
             )
-            self._c["requests_failed"] += 1
-        if self._up and self._epoch == epoch:
-            self._net._send_response(self, src, rid, ok, payload)
+            self.counts["requests_failed"] += 1
+        if self.up and self.epoch == epoch:
+            self._net.send_response(self, src, rid, ok, payload)
 
-    def _fail_pending(self, make: Callable[[], NetError], only: MemTransport | None = None) -> None:
-        for target, fut in list(self._pending.values()):
+    def fail_pending(self, make: Callable[[], NetError], only: MemTransport | None = None) -> None:
+        for target, fut in list(self.pending.values()):
             if (only is None or target is only) and not fut.done():
                 fut.set_exception(make())
 
     # -- crash and restart (driven by the network) ------------------------------
-    def _crash(self) -> None:
+    def crash(self) -> None:
         self._crashed = True
-        self._up = False
-        self._epoch += 1
-        self._saved_conns = list(self._conns)
-        self._fail_pending(lambda: Unreachable(f"node {self._peer_id} crashed"))
+        self.up = False
+        self.epoch += 1
+        self.saved_conns = list(self.conns)
+        self.fail_pending(lambda: Unreachable(f"node {self._peer_id} crashed"))
         self._tasks.cancel_now()
 
-    def _after_crash(self) -> None:
-        self._lazy_buf.clear()
-        self._hb_pending = False
-        for subs in self._subs.values():
+    def after_crash(self) -> None:
+        for subs in self.subs.values():
             for s in subs:
                 s.clear()
-        for es in self._event_streams:
+        for es in self.event_streams:
             es.clear()
 
-    def _restart(self) -> list[MemTransport]:
+    def restart(self) -> list[MemTransport]:
         self._crashed = False
-        self._up = self._state == _RUNNING
-        saved, self._saved_conns = self._saved_conns, []
+        self.up = self._state == _RUNNING
+        saved, self.saved_conns = self.saved_conns, []
         return saved
 
     # -- metrics ---------------------------------------------------------------
     @property
     def counters(self) -> dict[str, int]:
-        return dict(self._c)
+        return dict(self.counts)

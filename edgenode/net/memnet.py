@@ -14,6 +14,13 @@ Time comes from the running asyncio loop only (``loop.call_at``,
 deterministic order.  Loss and jitter are drawn per (message, link) from the
 seed; mesh choices come from ``random.Random(seed)``.  The same seed and the
 same sequence of calls give the same deliveries and drops.
+
+Layout, with no cycle and nothing private shared between modules: ``_mem_core``
+(scheduler, links, streams: no memnet types), ``_mem_node`` (:class:`MemTransport`,
+the node's own state in public attributes, and the :class:`~._mem_node.Fabric`
+protocol it needs of its network), ``_mem_gossip`` (the mesh router and its
+per-node lazy-gossip state, over transports), and this module (:class:`MemNetwork`:
+links, partitions, crashes, requests; it implements ``Fabric``).
 """
 
 from __future__ import annotations
@@ -103,7 +110,7 @@ class MemNetwork(GossipLayer):
             raise LocalError(f"no node {peer} in this network")
         return node
 
-    def _lookup(self, peer: str) -> MemTransport:
+    def lookup(self, peer: str) -> MemTransport:
         node = self._nodes.get(peer)
         if node is None:
             raise Unreachable(f"unknown peer {peer}")
@@ -113,14 +120,14 @@ class MemNetwork(GossipLayer):
         """Every node's counters, summed."""
         total = dict.fromkeys(COUNTER_NAMES, 0)
         for node in self._nodes.values():
-            for k, v in node._c.items():
+            for k, v in node.counts.items():
                 total[k] += v
         return total
 
     # -- links -----------------------------------------------------------------------
     def set_link(self, a: str, b: str, spec: LinkSpec) -> None:
         """Set the link between nodes ``a`` and ``b`` (both directions)."""
-        i, j = self.transport(a)._index, self.transport(b)._index
+        i, j = self.transport(a).index, self.transport(b).index
         self._pair_links[(min(i, j), max(i, j))] = spec
 
     def set_class_link(self, class_a: str, class_b: str, spec: LinkSpec) -> None:
@@ -132,13 +139,13 @@ class MemNetwork(GossipLayer):
         return self._link(self.transport(a), self.transport(b))
 
     # -- topology ----------------------------------------------------------------------
-    def _check_dialable(self, src: MemTransport, dst: MemTransport) -> None:
-        if not dst._up:
-            raise Unreachable(f"peer {dst._peer_id} is not running")
+    def check_dialable(self, src: MemTransport, dst: MemTransport) -> None:
+        if not dst.up:
+            raise Unreachable(f"peer {dst.peer_id} is not running")
         if self._blocked(src, dst):
-            raise Unreachable(f"peer {dst._peer_id} is on the other side of a partition")
+            raise Unreachable(f"peer {dst.peer_id} is on the other side of a partition")
 
-    def _handshake(self, src: MemTransport, dst: MemTransport, done: asyncio.Future[None]) -> None:
+    def handshake(self, src: MemTransport, dst: MemTransport, done: asyncio.Future[None]) -> None:
         rtt = 2.0 * self._link(src, dst).latency_ms / 1000.0
 
         def finish() -> None:
@@ -153,17 +160,17 @@ class MemNetwork(GossipLayer):
         na, nb = self.transport(a), self.transport(b)
         if na is nb:
             raise LocalError("cannot connect a node to itself")
-        if not (na._up and nb._up):
+        if not (na.up and nb.up):
             raise LocalError("both nodes must be running")
-        if nb in na._conns or self._blocked(na, nb):
+        if nb in na.conns or self._blocked(na, nb):
             return False
-        self._link_up(na, nb)
+        self.link_up(na, nb)
         return True
 
     def connect_random(self, k: int, peers: Sequence[str] | None = None) -> int:
         """Wire each running node to ``k`` random others (at least one earlier node
         first, so the whole graph is connected).  Returns the connections made."""
-        ids = [p for p in (self.nodes() if peers is None else peers) if self.transport(p)._up]
+        ids = [p for p in (self.nodes() if peers is None else peers) if self.transport(p).up]
         made = 0
         for i, pid in enumerate(ids):
             chosen: list[str] = []
@@ -184,7 +191,7 @@ class MemNetwork(GossipLayer):
 
     def full_mesh(self, peers: Sequence[str] | None = None) -> int:
         """Wire every pair of running nodes; returns the connections made."""
-        ids = [p for p in (self.nodes() if peers is None else peers) if self.transport(p)._up]
+        ids = [p for p in (self.nodes() if peers is None else peers) if self.transport(p).up]
         made = 0
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
@@ -207,18 +214,18 @@ class MemNetwork(GossipLayer):
                 mapping[pid] = g
         self._groups = mapping
         for node in list(self._nodes.values()):
-            for peer in list(node._conns):
-                if node._index < peer._index and self._blocked(node, peer):
+            for peer in list(node.conns):
+                if node.index < peer.index and self._blocked(node, peer):
                     self._severed.append((node, peer))
-                    self._link_down(node, peer)
+                    self.link_down(node, peer)
 
     def heal(self) -> None:
         """End the partition and restore the connections it closed (where both ends are up)."""
         self._groups = None
         severed, self._severed = self._severed, []
         for a, b in severed:
-            if a._up and b._up and b not in a._conns:
-                self._link_up(a, b)
+            if a.up and b.up and b not in a.conns:
+                self.link_up(a, b)
 
     def crash(self, peer: str) -> None:
         """Crash a node: its connections drop (peers see LEAVE), its queues and
@@ -226,91 +233,92 @@ class MemNetwork(GossipLayer):
         pending requests fail with Unreachable.  Subscriptions and handlers stay
         registered for :meth:`restart`."""
         node = self.transport(peer)
-        if not node._up:
+        if not node.up:
             raise LocalError(f"node {peer} is not running")
-        node._crash()
-        self._node_down(node)
-        node._after_crash()
+        node.crash()
+        self.node_down(node)
+        self._lazy.pop(node, None)  # its pending heartbeat finds a new epoch and does nothing
+        node.after_crash()
 
     def restart(self, peer: str) -> None:
         """Bring a crashed node back; it reconnects to the peers it had (those still
         up and reachable) and rejoins its topics' meshes."""
         node = self.transport(peer)
-        if not node._crashed:
+        if not node.crashed:
             raise LocalError(f"node {peer} is not crashed")
-        for other in node._restart():
-            if node._up and other._up and other not in node._conns and not self._blocked(node, other):
-                self._link_up(node, other)
-        for topic in list(node._subs):
-            self._joined_topic(node, topic)
+        for other in node.restart():
+            if node.up and other.up and other not in node.conns and not self._blocked(node, other):
+                self.link_up(node, other)
+        for topic in list(node.subs):
+            self.joined_topic(node, topic)
 
     def is_up(self, peer: str) -> bool:
-        return self.transport(peer)._up
+        return self.transport(peer).up
 
     # -- connections and mesh ----------------------------------------------------------
-    def _link_up(self, a: MemTransport, b: MemTransport) -> None:
-        a._conns[b] = None
-        b._conns[a] = None
-        a._emit(PeerEventKind.JOIN, b)
-        b._emit(PeerEventKind.JOIN, a)
-        for topic in a._subs:
-            if topic in b._subs:
+    def link_up(self, a: MemTransport, b: MemTransport) -> None:
+        a.conns[b] = None
+        b.conns[a] = None
+        a.emit(PeerEventKind.JOIN, b)
+        b.emit(PeerEventKind.JOIN, a)
+        for topic in a.subs:
+            if topic in b.subs:
                 self._maybe_graft(a, b, topic)
 
-    def _link_down(self, a: MemTransport, b: MemTransport) -> None:
-        a._conns.pop(b, None)
-        b._conns.pop(a, None)
-        a._fail_pending(lambda: Unreachable(f"connection to {b._peer_id} closed"), only=b)
-        b._fail_pending(lambda: Unreachable(f"connection to {a._peer_id} closed"), only=a)
-        a._emit(PeerEventKind.LEAVE, b)
-        b._emit(PeerEventKind.LEAVE, a)
+    def link_down(self, a: MemTransport, b: MemTransport) -> None:
+        a.conns.pop(b, None)
+        b.conns.pop(a, None)
+        a.fail_pending(lambda: Unreachable(f"connection to {b.peer_id} closed"), only=b)
+        b.fail_pending(lambda: Unreachable(f"connection to {a.peer_id} closed"), only=a)
+        a.emit(PeerEventKind.LEAVE, b)
+        b.emit(PeerEventKind.LEAVE, a)
         self._prune_peer(a, b)
         self._prune_peer(b, a)
 
-    def _node_down(self, node: MemTransport) -> None:
-        for peer in list(node._conns):
-            self._link_down(node, peer)
-        node._mesh.clear()
-        node._fanout.clear()
+    def node_down(self, node: MemTransport) -> None:
+        for peer in list(node.conns):
+            self.link_down(node, peer)
+        node.mesh.clear()
+        node.fanout.clear()
 
     # -- requests ----------------------------------------------------------------------
-    def _send_request(self, src: MemTransport, dst: MemTransport, rid: int, protocol: str, data: bytes) -> None:
+    def send_request(self, src: MemTransport, dst: MemTransport, rid: int, protocol: str, data: bytes) -> None:
         sched = self._scheduler()
         spec = self._link(src, dst)
-        key = (src._index << 32) | rid
+        key = (src.index << 32) | rid
         if self._lost(spec, src, dst, key, REQ_LOSS):
-            src._c["requests_lost"] += 1
+            src.counts["requests_lost"] += 1
             return
         at = self._arrival(sched.now(), spec, src, dst, len(data) + len(protocol), key, REQ_JITTER)
         sched.call_at(at, self._on_request, dst, src, rid, protocol, data)
 
     def _on_request(self, dst: MemTransport, src: MemTransport, rid: int, protocol: str, data: bytes) -> None:
-        if not dst._up or src not in dst._conns:
+        if not dst.up or src not in dst.conns:
             return
-        handler = dst._handlers.get(protocol)
+        handler = dst.handlers.get(protocol)
         if handler is None:
-            dst._c["requests_unhandled"] += 1
-            self._send_response(dst, src, rid, False, REASON_NO_HANDLER.encode())
+            dst.counts["requests_unhandled"] += 1
+            self.send_response(dst, src, rid, False, REASON_NO_HANDLER.encode())
             return
-        dst._spawn_handler(handler, src, rid, data)
+        dst.spawn_handler(handler, src, rid, data)
 
-    def _send_response(self, src: MemTransport, dst: MemTransport, rid: int, ok: bool, payload: bytes) -> None:
-        if dst not in src._conns:
+    def send_response(self, src: MemTransport, dst: MemTransport, rid: int, ok: bool, payload: bytes) -> None:
+        if dst not in src.conns:
             return
         sched = self._scheduler()
         spec = self._link(src, dst)
-        key = (dst._index << 32) | rid
+        key = (dst.index << 32) | rid
         if self._lost(spec, src, dst, key, RESP_LOSS):
-            src._c["requests_lost"] += 1
+            src.counts["requests_lost"] += 1
             return
         at = self._arrival(sched.now(), spec, src, dst, len(payload), key, RESP_JITTER)
         sched.call_at(at, self._on_response, dst, src, rid, ok, payload)
 
     def _on_response(self, dst: MemTransport, src: MemTransport, rid: int, ok: bool, payload: bytes) -> None:
-        entry = dst._pending.get(rid)
+        entry = dst.pending.get(rid)
         if entry is None or entry[0] is not src or entry[1].done():
             return
         if ok:
             entry[1].set_result(payload)
         else:
-            entry[1].set_exception(RemoteFailure(f"{src._peer_id}: {payload.decode('utf-8', 'replace')}"))
+            entry[1].set_exception(RemoteFailure(f"{src.peer_id}: {payload.decode('utf-8', 'replace')}"))
