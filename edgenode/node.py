@@ -22,7 +22,6 @@ from ledger import (
     ChainPull,
     LedgerError,
     LedgerStore,
-    MemoryLedgerStore,
     WitnessTable,
     read_range,
     stored_bytes,
@@ -47,13 +46,17 @@ from .protocol import (
     LedgerEntries,
     LedgerHead,
     LedgerRange,
+    NoExecutor,
     Offer,
+    Receipt,
     StatusReply,
     StatusRequest,
 )
-from .scheduler import Admission, AdvertTable, make_bid
+from .sandbox import Snapshot
+from .scheduler import Admission, AdvertTable, PlacementRequest, RttTable, make_bid, place
 from .security import SwarmGuard
 from .tasks import (
+    MIGRATE_PROTOCOL,
     AdmissionHook,
     ChainWriter,
     Clock,
@@ -141,7 +144,7 @@ class Node:
             identity, transport, self.chain, self.clock, self.admission,
             wasm=sandbox, infer=registry, hook=hook, on_done=self.metrics.task_done,
             on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(), guard=guard,
-            tables=config.tables, replay_store=replay_store, ledger=config.ledger,
+            tables=config.tables, replay_store=replay_store, ledger=config.ledger, migrate=self.migrate_task,
         )
         self._seq = 0
         self._spawner = spawn
@@ -165,23 +168,6 @@ class Node:
         """What the last :meth:`stop` did with the tasks in flight."""
 
     # -- lifecycle ------------------------------------------------------------------
-    @classmethod
-    def in_memory(
-        cls,
-        transport: Transport,
-        *,
-        identity: Identity | None = None,
-        config: NodeConfig | None = None,
-        sandbox: WasmEngine | None = None,
-        registry: InferEngine | None = None,
-        clock: Clock | None = None,
-        **kw: object,
-    ) -> Node:
-        """A node with a memory ledger, for tests and the simulator (the identity must match the transport's)."""
-        ident = identity or Identity.generate()
-        return cls(ident, config or NodeConfig(), transport, MemoryLedgerStore(), sandbox, registry, clock,
-                   **kw)  # type: ignore[arg-type]
-
     @property
     def peer_id(self) -> str:
         return self.identity.peer_id
@@ -195,6 +181,7 @@ class Node:
         g = self.guard
         t.serve_blobs(self.blobs)
         t.serve(TASK_PROTOCOL, self.executor.handle)
+        t.serve(MIGRATE_PROTOCOL, self.executor.handle_migrate)
         t.serve(STATUS_PROTOCOL, self._handle_status)
         t.serve(LEDGER_PROTOCOL, self._handle_ledger)
         if g is not None:
@@ -202,6 +189,7 @@ class Node:
             t.serve(BLOB_PROTOCOL, g.guard_blobs(self.blobs))
             t.serve(STATUS_PROTOCOL, g.guard_handler("request", self._handle_status))
             t.serve(LEDGER_PROTOCOL, g.guard_handler("request", self._handle_ledger))
+            t.serve(MIGRATE_PROTOCOL, g.guard_handler("request", self.executor.handle_migrate))
         for topic, fn in ((ADVERT_TOPIC, self._on_advert), (WORK_TOPIC, self._on_offer), (HEAD_TOPIC, self._on_head)):
             t.set_validator(topic, _author_is_sender if g is None else g.gate(_author_is_sender))
             self._spawn(follow_gossip(t.subscribe(topic), _tolerant(fn), log))
@@ -254,6 +242,31 @@ class Node:
         log.info("node stopped", extra={"peer_id": self.peer_id, "ledger_height": self.chain.height,
                                         "unqueued": report.unqueued, "handed_back": report.handed_back})
         return report
+
+    async def migrate_task(self, snap: Snapshot, to: Sequence[str] = ()) -> tuple[str, bytes]:
+        """Hand a checkpointed task to another executor: ``to`` in order, else the best by placement.
+
+        Returns (that executor's peer id, its sealed receipt); ``EdgenodeError`` when no one took it.
+        """
+        now = self.clock.now_ms()
+        peers = list(to)
+        if not peers:
+            req = PlacementRequest(("wasm",), float(max(1, snap.state.limits[1] - snap.state.elapsed_ms)))
+            live = [a for a in self.adverts.live(now) if a.peer_id != self.peer_id]
+            peers = [c.peer for c in place(req, live, RttTable())][:3]
+        why: list[str] = []
+        for peer in peers:
+            try:
+                resp = await self.transport.request(peer, MIGRATE_PROTOCOL, snap.data, timeout=max(
+                    1.0, (snap.state.limits[1] - snap.state.elapsed_ms) / 1000.0 + 5.0))
+                env = wire.open_envelope(resp)
+            except EdgenodeError as exc:
+                why.append(f"{peer[:16]}: {exc}")
+                continue
+            if env.author_id == peer and isinstance(env.message, Receipt):
+                return peer, resp
+            why.append(f"{peer[:16]}: answered {wire.kind_of(env.message)}")
+        raise NoExecutor("no executor took the task: " + ("; ".join(why) or "no candidate"))
 
     async def _cancel_background(self) -> None:
         await self._tasks.cancel()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from ledger import MAX_BODY_BYTES
 from .. import wire
 from ..config import LedgerSection, TablesSection
 from ..errors import EdgenodeError, SignatureError
-from ..identity import Identity
+from ..identity import Identity, peer_id_from_public_key, public_key_from_peer_id
 from ..net import Transport
 from ..protocol import (
     KIND_INFER,
@@ -38,7 +39,7 @@ from ..protocol import (
     spec_hash,
 )
 from ..reasons import Reason
-from ..sandbox import InvalidModule, Limits, TaskIO, is_module_hash
+from ..sandbox import Checkpointing, InvalidModule, Limits, PreparedRun, RunResult, Snapshot, TaskIO, is_module_hash
 from ..scheduler import Admission, Refuse, ReplayGuard
 from ..security import (
     POLICY_LEDGER_PAYLOAD,
@@ -53,6 +54,7 @@ from ..security import (
 )
 from ..wire import Signer
 from ._chain import ChainWriter
+from ._migrate import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, Handover, ResumedRecord
 from ._ports import AdmissionHook, Clock, InferEngine, WasmEngine
 from ._replay import MemoryReplayStore, ReplayStore
 
@@ -101,6 +103,7 @@ class Executor:
         tables: TablesSection | None = None,
         replay_store: ReplayStore | None = None,
         ledger: LedgerSection | None = None,
+        migrate: Callable[[Snapshot], Awaitable[tuple[str, bytes]]] | None = None,
     ) -> None:
         self.signer = signer
         self.transport = transport
@@ -135,6 +138,11 @@ class Executor:
         """Tasks appending their result to the ledger: never cancelled (the entry may be on disk)."""
         self._handing_back = False
         self.closing = False
+        self.migrate = migrate
+        """Hands a checkpointed task to another executor: (its peer id, its sealed receipt); raises
+        ``EdgenodeError`` when none takes it. ``None``: tasks are not checkpointed on drain."""
+        self._runs: dict[tuple[bytes, str], PreparedRun] = {}
+        """Running tasks that can be checkpointed (drain asks them to stop at a safe point)."""
 
     def capabilities(self) -> list[str]:
         caps: list[str] = []
@@ -170,8 +178,8 @@ class Executor:
         """Receipts kept to answer repeated requests: (count, total bytes)."""
         return len(self._done), self._done_bytes
 
-    async def handle(self, sender: str, data: bytes) -> bytes:
-        """The :data:`TASK_PROTOCOL` request handler."""
+    async def handle(self, sender: str, data: bytes, *, resume: Snapshot | None = None) -> bytes:
+        """The :data:`TASK_PROTOCOL` request handler (``resume``: the task continues from a snapshot)."""
         guard = self.guard
         if guard is not None:
             try:
@@ -240,7 +248,7 @@ class Executor:
             return self._seal(Busy(spec.task_id, verdict.reason, "", verdict.retry_after_ms))
         # admitted: only now is the nonce remembered (refused specs cost the table nothing)
         self.replay.record(env.author, spec.nonce, spec.expires_ms)
-        task = asyncio.create_task(self._run_admitted(sender, env, spec, grant))
+        task = asyncio.create_task(self._run_admitted(sender, env, spec, grant, resume))
         self._inflight.add(task)
         self._waiting.add(task)
         task.add_done_callback(self._forget_task)
@@ -319,7 +327,9 @@ class Executor:
         self._waiting.discard(task)
         self._recording.discard(task)
 
-    async def _run_admitted(self, sender: str, env: wire.Envelope, spec: TaskSpec, grant: Grant | None) -> bytes:
+    async def _run_admitted(
+        self, sender: str, env: wire.Envelope, spec: TaskSpec, grant: Grant | None, resume: Snapshot | None = None
+    ) -> bytes:
         """Run one admitted task; the sealed answer: a receipt, or ``Busy`` when the node stops
         before it ran (or hands it back) or its result could not be recorded."""
         started = False
@@ -332,7 +342,7 @@ class Executor:
                     return self._seal(Busy(spec.task_id, Reason.STOPPING, "node stopping", _RETRY_MS))
                 self.admission.started()
                 started = True
-                return await self._run_in_slot(sender, env, spec, grant, me)
+                return await self._run_in_slot(sender, env, spec, grant, me, resume)
         except asyncio.CancelledError:
             if not self._handing_back or me is None:
                 raise
@@ -346,12 +356,30 @@ class Executor:
                 self.admission.abandoned()
 
     async def _run_in_slot(
-        self, sender: str, env: wire.Envelope, spec: TaskSpec, grant: Grant | None, me: asyncio.Task[Any] | None
+        self,
+        sender: str,
+        env: wire.Envelope,
+        spec: TaskSpec,
+        grant: Grant | None,
+        me: asyncio.Task[Any] | None,
+        resume: Snapshot | None = None,
     ) -> bytes:
         t0 = self.clock.monotonic_ms()
-        status, exit_code, output, stderr, fuel, wall = await self._execute(sender, spec, grant)
-        out_hash = hashlib.sha256(output).hexdigest()
+        stopped: list[Snapshot] = []
+        status, exit_code, output, stderr, fuel, wall = await self._execute(
+            sender, spec, grant, env=env, resume=resume, stopped=stopped
+        )
         s_hash = spec_hash(env.body)
+        if stopped:  # checkpointed by drain(): the task moves on
+            return await self._hand_over(env, spec, s_hash, stopped[0])
+        if resume is not None:
+            resumed = ResumedRecord(spec.task_id, s_hash, resume.id, resume.state.fuel_used,
+                                    peer_id_from_public_key(resume.author))
+            try:
+                await self.chain.append(RESUMED_KIND, wire.to_bytes(resumed))
+            except EdgenodeError as exc:
+                log.warning("task resume not recorded", extra={"task_id": spec.task_id, "error": str(exc)})
+        out_hash = hashlib.sha256(output).hexdigest()
         record = TaskRecord(
             spec.task_id, s_hash, env.author_id, spec.kind, spec.module,
             hashlib.sha256(spec.input).hexdigest(), out_hash, status, exit_code, fuel,
@@ -412,7 +440,14 @@ class Executor:
         return None
 
     async def _execute(
-        self, sender: str, spec: TaskSpec, grant: Grant | None = None
+        self,
+        sender: str,
+        spec: TaskSpec,
+        grant: Grant | None = None,
+        *,
+        env: wire.Envelope | None = None,
+        resume: Snapshot | None = None,
+        stopped: list[Snapshot] | None = None,
     ) -> tuple[str, int, bytes, bytes, int, float]:
         if spec.kind == KIND_INFER:
             assert self.infer is not None
@@ -442,11 +477,83 @@ class Executor:
         if grant is not None and grant.data_dirs and self.guard is not None:
             data_dir = Path(self.guard.policy.data_dirs[grant.data_dirs[0]])
         io = TaskIO(stdin=spec.input, args=spec.args, models=spec.models, readonly_dir=data_dir)
+        movable = env is not None and data_dir is None and not is_encrypted(spec) and hasattr(wasm, "prepare")
         try:
-            res = await _blocking(wasm, wasm.run, spec.module, io, limits)
+            if movable and (self.migrate is not None or resume is not None):
+                assert env is not None
+                res = await self._run_movable(wasm, spec, io, limits, env, resume)
+            else:
+                res = await _blocking(wasm, wasm.run, spec.module, io, limits)
         except EdgenodeError as exc:
             return "error", -1, b"", _failure("run failed", spec, exc), 0, 0.0
+        if res.snapshot is not None and str(res.status) == "checkpointed" and stopped is not None:
+            stopped.append(res.snapshot)
         return str(res.status), res.exit_code, res.stdout, res.stderr, res.fuel_used, res.wall_ms
+
+    async def _run_movable(
+        self, wasm: Any, spec: TaskSpec, io: TaskIO, limits: Limits, env: wire.Envelope, resume: Snapshot | None
+    ) -> RunResult:
+        """Run a task that drain() may checkpoint (a module with safe points), or resume one."""
+        key = (env.author, spec.task_id)
+        sealed_spec = wire.encode([wire.ENVELOPE_VERSION, env.author, env.body, env.signature])
+        policy = None if self.migrate is None else Checkpointing(self.signer, spec=sealed_spec, deltas=False)
+        prepare = functools.partial(wasm.prepare, checkpointing=policy, resume=() if resume is None else (resume,))
+        run: PreparedRun = await _blocking(wasm, prepare, spec.module, io, limits)
+        if run.checkpointable:
+            self._runs[key] = run
+            if self.closing:
+                run.request_checkpoint(stop=True)
+        try:
+            result: RunResult = await _blocking(wasm, run.start)
+            return result
+        finally:
+            self._runs.pop(key, None)
+
+    async def _hand_over(self, env: wire.Envelope, spec: TaskSpec, s_hash: str, snap: Snapshot) -> bytes:
+        """Send a checkpointed task to another executor; answer the submitter with its receipt, in a handover."""
+        busy = self._seal(Busy(spec.task_id, Reason.STOPPING, "handed back: node stopping", _RETRY_MS))
+        if self.migrate is None:
+            return busy
+        try:
+            peer, answer = await self.migrate(snap)
+        except EdgenodeError as exc:
+            log.warning("task not migrated", extra={"task_id": spec.task_id, "error": str(exc)})
+            self.counts["migrate_failed"] += 1
+            return busy
+        record = CheckpointRecord(spec.task_id, s_hash, snap.id, snap.state.fuel_used, peer)
+        try:
+            await self.chain.append(CHECKPOINT_KIND, wire.to_bytes(record))
+        except EdgenodeError as exc:  # the task moved; only the record of the hop is missing
+            log.warning("task checkpoint not recorded", extra={"task_id": spec.task_id, "error": str(exc)})
+        self.counts["migrated"] += 1
+        sealed = self._seal(Handover(spec.task_id, peer, answer, snap.id))
+        self._cache_receipt((env.author, spec.task_id), sealed)
+        return sealed
+
+    async def handle_migrate(self, sender: str, data: bytes) -> bytes:
+        """The :data:`~edgenode.tasks.MIGRATE_PROTOCOL` handler: resume a task ``sender`` checkpointed.
+
+        The snapshot must be signed by ``sender`` and carry a spec signed by its submitter; the
+        task is then admitted as if its submitter had sent it here, and resumed.
+        """
+        opener = getattr(self.wasm, "open_snapshot", None)
+        if opener is None:
+            return self._seal(Rejected("", Reason.UNSUPPORTED_KIND, "this node does not resume tasks"))
+        try:
+            snap: Snapshot = await asyncio.to_thread(opener, data, trusted={public_key_from_peer_id(sender)})
+            env, spec = wire.open_as(TaskSpec, snap.state.spec)
+        except EdgenodeError as exc:
+            self._refused("invalid")
+            return self._seal(Rejected("", Reason.MALFORMED, f"invalid snapshot: {exc}"))
+        if spec.kind != KIND_WASM or spec.module != snap.state.module_hash:
+            self._refused("invalid")
+            return self._seal(Rejected(spec.task_id, Reason.MALFORMED, "the snapshot is not of the spec's module"))
+        self.counts["resumed"] += 1
+        return await self.handle(env.author_id, snap.state.spec, resume=snap)
+
+    def migratable_running(self) -> int:
+        """Running tasks that drain() would checkpoint and move."""
+        return len(self._runs)
 
     async def drain(self, timeout: float) -> DrainReport:
         """Stop taking work; answer the queued tasks ``Busy(stopping)`` at once; wait (at most
@@ -457,6 +564,8 @@ class Executor:
         """
         self.closing = True
         self._handing_back = True
+        for run in list(self._runs.values()):  # they stop at their next safe point and move on
+            run.request_checkpoint(stop=True)
         queued = list(self._waiting)
         for task in queued:
             task.cancel()

@@ -71,6 +71,7 @@ from ..security import (
     encrypt_for,
 )
 from ..wire import Signer
+from ._migrate import Handover, verify_handover
 from ._ports import Clock, SystemClock
 
 __all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
@@ -451,7 +452,10 @@ class Submitter:
         if env.author_id == act.peer and isinstance(msg, Busy | Rejected):
             return _Answer(act.peer, None, msg.reason, msg.detail)
         try:
-            verified = verify_opened_receipt(env, resp, act.peer, spec, body, self._decrypter(act.peer))
+            if env.author_id == act.peer and isinstance(msg, Handover):  # the task moved and finished there
+                verified = verify_handover(msg, act.peer, spec, body, self._decrypter(msg.executor))
+            else:
+                verified = verify_opened_receipt(env, resp, act.peer, spec, body, self._decrypter(act.peer))
             if self.guard is not None:
                 check_grant(spec, verified.receipt.grants)
             return _Answer(act.peer, verified)

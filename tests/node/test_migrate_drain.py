@@ -1,0 +1,93 @@
+"""Drain moves running tasks with safe points: checkpoint, hand over, resume elsewhere, one verified result.
+
+Two executors and a submitter over memnet, real sandbox and SQLite ledgers. The executor
+that runs the task is stopped mid-run; the submitter's one ``submit`` sees the other
+executor's receipt (in the first one's handover), with the output of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from edgenode import wire
+from edgenode.node import Node
+from edgenode.protocol import RESULT_KIND, TaskLimits, TaskRecord
+from edgenode.sandbox import Limits, TaskIO, have_wasm_opt
+from edgenode.tasks import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, ResumedRecord, TaskRequest
+from ledger import Entry, verify_store
+
+from .conftest import SwarmFactory
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not have_wasm_opt(), reason="binaryen's wasm-opt is not installed (scripts/setup.sh)"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+# About a second of work on this machine: long enough to be caught running, short enough for the suite.
+STDIN = b"4000 4 12 " + b" ".join(str(i * 7919 % 1000003).encode() for i in range(2000))
+LIMITS = TaskLimits(fuel=8_000_000_000, timeout_ms=30_000, memory_mb=64)
+
+
+@pytest.fixture(scope="module")
+def migrate_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    spec = importlib.util.spec_from_file_location("tasks_build", REPO / "examples/tasks/build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    if not build.have_clang():
+        pytest.skip("clang for wasm32-wasi is not installed (scripts/setup.sh)")
+    return Path(build.build_all(tmp_path_factory.mktemp("tasks"))["migrate"]).read_bytes()
+
+
+async def _entries(node: Node) -> list[Entry]:
+    out = []
+    for seq in range(1, node.chain.height + 1):
+        entry = await node.store.get(node.identity.public_key, seq)
+        assert entry is not None
+        out.append(entry)
+    return out
+
+
+async def test_drain_hands_a_running_task_to_another_executor(
+    swarm_factory: SwarmFactory, migrate_wasm: bytes
+) -> None:
+    sw = await swarm_factory(2)
+    baseline = sw.sandbox.run(sw.sandbox.compile(migrate_wasm), TaskIO(stdin=STDIN),
+                              Limits(LIMITS.fuel, LIMITS.timeout_ms, LIMITS.memory_mb))
+    assert baseline.ok
+    sub = await sw.client()
+    module = sub.add_module(migrate_wasm)
+    job = asyncio.create_task(sub.submit(TaskRequest("wasm", module, input=STDIN, limits=LIMITS,
+                                                     deadline_ms=60_000)))
+    running: list[Node] = []
+    for _ in range(2000):  # bounded: at most 20 s for the task to start somewhere
+        running = [n for n in sw.nodes if n.executor.migratable_running()]
+        if running or job.done():
+            break
+        await asyncio.sleep(0.01)
+    assert running, "the task never ran"
+    first = running[0]
+    second = next(n for n in sw.nodes if n is not first)
+    report = await first.stop(close_store=False)
+    assert report is not None and report.handed_back == 0
+    out = await asyncio.wait_for(job, 60)
+    assert out.ok and out.output == baseline.stdout
+    assert out.executor == second.peer_id and out.attempts == 1
+    assert first.executor.counts["migrated"] == 1 and second.executor.counts["resumed"] == 1
+    # The hops in the ledgers: a checkpoint on the first, then a resume and the result on the second.
+    (ckpt,) = [e for e in await _entries(first) if e.kind == CHECKPOINT_KIND]
+    hop = wire.from_bytes(CheckpointRecord, ckpt.body or b"")
+    assert hop.to == second.peer_id and hop.fuel_used > 0
+    kinds = [e.kind for e in await _entries(second)]
+    assert kinds[-2:] == [RESUMED_KIND, RESULT_KIND]
+    later = await _entries(second)
+    resumed = wire.from_bytes(ResumedRecord, later[-2].body or b"")
+    result = wire.from_bytes(TaskRecord, later[-1].body or b"")
+    assert resumed.snapshot == hop.snapshot and resumed.sender == first.peer_id
+    assert result.fuel_used >= baseline.fuel_used and (out.receipts[0].entry.hash == later[-1].hash)
+    assert (await verify_store(first.store)).ok and (await verify_store(second.store)).ok
