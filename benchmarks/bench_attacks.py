@@ -36,6 +36,7 @@ from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import TASK_PROTOCOL, Receipt, TaskLimits, TaskSpec
+from edgenode.runtime import build_runtime
 from edgenode.sandbox import CompileTimeout, Sandbox, SandboxConfig
 from edgenode.tasks import Submitter, SystemClock
 from ledger import SqliteLedgerStore
@@ -93,9 +94,10 @@ async def node_figures(home: Path, reps: int) -> None:
     ident = Identity.generate()
     sandbox = Sandbox(cfg)
     store = await SqliteLedgerStore.open(home / "ledger.db")
-    node = Node(ident, NodeConfig(node=NodeSection(slots=2, queue=8)), net.add_node(ident), store, sandbox, None,
-                timing=NodeTiming(advert_s=0.5, head_s=0.5))
-    await node.start()
+    rt = build_runtime(ident, NodeConfig(node=NodeSection(slots=2, queue=8)), net.add_node(ident), store,
+                       sandbox=sandbox, timing=NodeTiming(advert_s=0.5, head_s=0.5), fl=False)
+    node = rt.node
+    await rt.start()
     stranger = Identity.generate()
     t = net.add_node(stranger)
     await t.start()
@@ -123,7 +125,7 @@ async def node_figures(home: Path, reps: int) -> None:
     finally:
         await sub.close()
         await t.stop()
-        await node.stop()
+        await rt.stop()
         sandbox.close()
 
 

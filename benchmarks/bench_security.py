@@ -38,8 +38,9 @@ from edgenode.config import NodeConfig, NodeSection
 from edgenode.identity import Identity
 from edgenode.net import NetError
 from edgenode.net.memnet import MemNetwork
-from edgenode.node import Node, NodeTiming
+from edgenode.node import NodeTiming
 from edgenode.protocol import ADVERT_TOPIC, TASK_PROTOCOL, TaskLimits, TaskSpec
+from edgenode.runtime import Runtime, build_runtime
 from edgenode.sandbox import Sandbox
 from edgenode.security import SwarmGuard, issue_certificate
 from edgenode.tasks import Submitter, SystemClock, TaskRequest
@@ -53,7 +54,7 @@ CLOCK = SystemClock()
 now_ms = CLOCK.now_ms
 
 
-async def _swarm(tmp: Path, sandbox: Sandbox, n: int) -> tuple[MemNetwork, Identity, list[Node]]:
+async def _swarm(tmp: Path, sandbox: Sandbox, n: int) -> tuple[MemNetwork, Identity, list[Runtime]]:
     net = MemNetwork(seed=1)
     admin = Identity.generate()
     nodes = []
@@ -61,16 +62,17 @@ async def _swarm(tmp: Path, sandbox: Sandbox, n: int) -> tuple[MemNetwork, Ident
         ident = Identity.generate()
         cert = issue_certificate(admin, ident.public_key, ("executor",), serial=i + 1, now_ms=now_ms() - 1000)
         store = await SqliteLedgerStore.open(tmp / f"n{i}.db", synchronous="NORMAL")
-        node = Node(ident, NodeConfig(node=NodeSection(slots=2, queue=64)), net.add_node(ident), store, sandbox,
-                    None, timing=NodeTiming(advert_s=0.5, head_s=0.5), guard=SwarmGuard(ident, cert, CLOCK))
-        nodes.append(node)
-    for node in nodes:
-        await node.start()
+        rt = build_runtime(ident, NodeConfig(node=NodeSection(slots=2, queue=64)), net.add_node(ident), store,
+                           sandbox=sandbox, timing=NodeTiming(advert_s=0.5, head_s=0.5),
+                           guard=SwarmGuard(ident, cert, CLOCK), fl=False)
+        nodes.append(rt)
+    for rt in nodes:
+        await rt.start()
     net.full_mesh([x.peer_id for x in nodes])
     return net, admin, nodes
 
 
-async def _member(net: MemNetwork, admin: Identity, nodes: list[Node], serial: int) -> Submitter:
+async def _member(net: MemNetwork, admin: Identity, nodes: list[Runtime], serial: int) -> Submitter:
     ident = Identity.generate()
     cert = issue_certificate(admin, ident.public_key, ("submitter",), serial=serial, now_ms=now_ms() - 1000)
     t = net.add_node(ident)
@@ -95,7 +97,7 @@ async def _latencies(sub: Submitter, module: str, tasks: int, concurrency: int) 
     return out
 
 
-async def _flood(flooder: Submitter, nodes: list[Node], module: str, stop: asyncio.Event) -> int:
+async def _flood(flooder: Submitter, nodes: list[Runtime], module: str, stop: asyncio.Event) -> int:
     return await _flood_peers(flooder, [x.peer_id for x in nodes], module, stop)
 
 
@@ -153,8 +155,8 @@ async def _bench(quick: bool) -> None:
             for c in (honest, flooder):
                 await c.close()
                 await c.transport.stop()
-            for node in nodes:
-                await node.stop()
+            for rt in nodes:
+                await rt.stop()
     finally:
         sandbox.close()
 

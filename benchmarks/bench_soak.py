@@ -48,6 +48,7 @@ from edgenode.net import MemoryBlobStore, NetError
 from edgenode.net.memnet import MemNetwork, MemTransport
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import STATUS_PROTOCOL, TASK_PROTOCOL, Busy, Receipt, TaskLimits, TaskSpec
+from edgenode.runtime import build_runtime
 from edgenode.sandbox import Sandbox, SandboxConfig
 from edgenode.tasks import REPLAY_DB, SqliteReplayStore, SystemClock
 from ledger import SqliteLedgerStore
@@ -188,9 +189,10 @@ async def _bench(quick: bool) -> None:
         ident = Identity.generate()
         store = await SqliteLedgerStore.open(home / LEDGER, synchronous="NORMAL")
         replay = await SqliteReplayStore.open(home / REPLAY_DB)
-        node = Node(ident, NodeConfig(node=NodeSection(slots=2, queue=64)), net.add_node(ident), store, sandbox,
-                    None, timing=NodeTiming(advert_s=2.0, head_s=1.0), replay_store=replay)
-        await node.start()
+        rt = build_runtime(ident, NodeConfig(node=NodeSection(slots=2, queue=64)), net.add_node(ident), store,
+                           sandbox=sandbox, timing=NodeTiming(advert_s=2.0, head_s=1.0), replay_store=replay, fl=False)
+        node = rt.node
+        await rt.start()
         blobs = MemoryBlobStore()
         module = blobs.put(bytes(wasmtime.wat2wasm(CAT_WAT.read_text())))
         clients = []
@@ -269,7 +271,7 @@ async def _bench(quick: bool) -> None:
         finally:
             for t in clients:
                 await t.stop()
-            await node.stop()
+            await rt.stop()
             sandbox.close()
 
 

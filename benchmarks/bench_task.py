@@ -27,9 +27,10 @@ from edgenode.config import NodeConfig, NodeSection
 from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.net.p2p import P2PTransport
-from edgenode.node import Node
+from edgenode.runtime import build_runtime
 from edgenode.sandbox import Sandbox
 from edgenode.tasks import Submitter, TaskRequest
+from ledger import MemoryLedgerStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT_WAT = ROOT / "tests" / "node" / "cat.wat"
@@ -87,10 +88,10 @@ async def run_memnet(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
     swarm = []
     for _ in range(nodes):
         ident = Identity.generate()
-        node = Node.in_memory(net.add_node(ident), identity=ident, sandbox=sandbox,
-                              config=NodeConfig(node=NodeSection(slots=4, queue=256)))
-        await node.start()
-        swarm.append(node)
+        rt = build_runtime(ident, NodeConfig(node=NodeSection(slots=4, queue=256)), net.add_node(ident),
+                           MemoryLedgerStore(), sandbox=sandbox, fl=False)
+        await rt.start()
+        swarm.append(rt)
     net.full_mesh([n.peer_id for n in swarm])
     ident = Identity.generate()
     t = net.add_node(ident)
@@ -102,8 +103,8 @@ async def run_memnet(nodes: int, n_lat: int, n_tp: int, inflight: int) -> None:
     lat, tp = await measure(sub, sub.add_module(wasm), n_lat, n_tp, inflight, cpu)
     await sub.close()
     await t.stop()
-    for node in swarm:
-        await node.stop()
+    for rt in swarm:
+        await rt.stop()
     sandbox.close()
     report(lat, tp, n_tp, cpu, nodes=nodes, transport="memnet", processes=1, inflight=inflight, load=load)
 

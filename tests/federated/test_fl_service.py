@@ -12,6 +12,7 @@ from edgenode.identity import Identity
 from edgenode.inference import ModelRegistry
 from edgenode.net.memnet import MemNetwork
 from federated import DigitsPartition, RoundConfig, load_digits_split, make_model
+from tests.runtimes import memnet_runtime
 
 
 async def test_gossip_rounds_over_memnet_hot_swap_models(tmp_path):
@@ -132,31 +133,28 @@ async def test_a_node_that_starts_late_rejoins_at_the_current_round():
 
 
 async def test_service_attaches_to_running_nodes_and_notes_updates_in_their_ledgers(tmp_path):
-    from edgenode.node import Node
-
     n, rounds = 3, 3
     net = MemNetwork(seed=9)
-    ids = [Identity.generate() for _ in range(n)]
-    nodes = [Node.in_memory(net.add_node(i), identity=i) for i in ids]
-    for k, node in enumerate(nodes):
-        await node.start(bootstrap=[nodes[j].transport.listen_addrs[0] for j in range(k)])
+    runtimes = [memnet_runtime(net) for _ in range(n)]  # no FL controller: the services below train
+    for k, rt in enumerate(runtimes):
+        await rt.start(bootstrap=[runtimes[j].transport.listen_addrs[0] for j in range(k)])
     services = [
-        FederatedService(node.transport, node.identity, loader=DigitsPartition(k, n),
+        FederatedService(rt.transport, rt.identity, loader=DigitsPartition(k, n),
                          rounds=RoundConfig(quorum=n, round_timeout=30.0, max_rounds=rounds),
-                         note=node.chain.append, seed=k)
-        for k, node in enumerate(nodes)
+                         note=rt.chain.append, seed=k)
+        for k, rt in enumerate(runtimes)
     ]
     for s in services:
         s.open()
     await net.drain()
     try:
         await asyncio.wait_for(asyncio.gather(*(s.run() for s in services)), timeout=120)
-        for node in nodes:
-            await node.chain.flush()
-        heads = [await node.chain.head() for node in nodes]
+        for rt in runtimes:
+            await rt.chain.flush()
+        heads = [await rt.chain.head() for rt in runtimes]
     finally:
-        for node in nodes:
-            await node.stop()
+        for rt in runtimes:
+            await rt.stop()
     for head in heads:
         assert head is not None and head.kind == LEDGER_KIND
         assert json.loads(head.body)["round"] == rounds - 1

@@ -1,4 +1,8 @@
-"""FL on a running swarm over memnet: signed start -> rounds on Node.in_memory nodes -> progress -> ledger, hot-swap."""
+"""FL on a running swarm over memnet: signed start -> rounds on build_runtime nodes -> progress -> ledger, hot-swap.
+
+Each node's FL controller is the runtime's own (``build_runtime(fl=True)``: ``edgenode.fl.node_controller``,
+wired as ``edgenode run`` wires it), started after the node and stopped before it by ``rt.start``/``rt.stop``.
+"""
 
 from __future__ import annotations
 
@@ -25,28 +29,31 @@ from edgenode.fl import (
 from edgenode.identity import Identity
 from edgenode.inference import ModelRegistry
 from edgenode.net.memnet import MemNetwork
-from edgenode.node import Node
+from edgenode.runtime import Runtime
 from edgenode.tasks import SystemClock
 from federated import make_model, to_onnx_bytes
 from ledger import verify_store
+from tests.runtimes import memnet_runtime
+
+
+def _controllers(runtimes: list[Runtime]) -> list[FLController]:
+    """Each runtime's own FL controller (built with ``fl=True``)."""
+    ctrls = []
+    for rt in runtimes:
+        assert rt.fl is not None
+        ctrls.append(rt.fl)
+    return ctrls
 
 
 async def _swarm(tmp_path, n, sections, seed=11):
     net = MemNetwork(seed=seed)
-    ids = [Identity.generate() for _ in range(n)]
-    nodes = [Node.in_memory(net.add_node(i), identity=i) for i in ids]
-    for k, node in enumerate(nodes):
-        await node.start(bootstrap=[nodes[j].transport.listen_addrs[0] for j in range(k)])
     registries = [ModelRegistry(tmp_path / f"models{k}") for k in range(n)]
     for reg in registries:  # serving an initial model under the alias before the run
         reg.set_alias("digits", reg.add(to_onnx_bytes(make_model("digits"))))
-    ctrls = [
-        FLController(node.transport, node.identity, sections[k], registry=registries[k], note=node.chain.append,
-                     clock=node.clock)
-        for k, node in enumerate(nodes)
-    ]
-    for c in ctrls:
-        await c.start()
+    nodes = [memnet_runtime(net, NodeConfig(fl=sections[k]), models=registries[k], fl=True) for k in range(n)]
+    for k, node in enumerate(nodes):  # each node's FL controller starts right after it
+        await node.start(bootstrap=[nodes[j].transport.listen_addrs[0] for j in range(k)])
+    ctrls = _controllers(nodes)
     light_id = Identity.generate()
     light = net.add_node(light_id)
     await light.start()
@@ -55,12 +62,10 @@ async def _swarm(tmp_path, n, sections, seed=11):
     return net, nodes, registries, ctrls, light, light_id
 
 
-async def _teardown(nodes, ctrls, light):
-    for c in ctrls:
-        await c.stop()
+async def _teardown(nodes, light):
     await light.stop()
     for node in nodes:
-        await node.stop(close_store=False)
+        await node.stop()  # the FL controller first, then the node
 
 
 async def test_start_command_runs_rounds_reports_progress_notes_ledger_and_hot_swaps(tmp_path):
@@ -82,7 +87,7 @@ async def test_start_command_runs_rounds_reports_progress_notes_ledger_and_hot_s
         reports = [await verify_store(node.store) for node in nodes]
         heads = [await node.chain.head() for node in nodes]
     finally:
-        await _teardown(nodes, ctrls, light)
+        await _teardown(nodes, light)
     assert [s.round for s in summaries] == list(range(rounds)) and seen == summaries
     assert all(s.nodes == n for s in summaries)
     assert summaries[-1].accuracy_mean >= 0.80
@@ -125,7 +130,7 @@ async def test_replayed_start_is_ignored_and_a_busy_node_refuses_a_second_run(tm
         with pytest.raises(NoFLNode, match="busy"):
             await launch(light, light_id, second, peers=[nodes[0].peer_id], ack_timeout=1.0)
     finally:
-        await _teardown(nodes, ctrls, light)
+        await _teardown(nodes, light)
 
 
 async def test_launcher_reports_nodes_with_fl_disabled(tmp_path):
@@ -136,7 +141,7 @@ async def test_launcher_reports_nodes_with_fl_disabled(tmp_path):
         with pytest.raises(NoFLNode, match="disabled"):
             await launch(light, light_id, start, peers=[nodes[0].peer_id], ack_timeout=1.0)
     finally:
-        await _teardown(nodes, ctrls, light)
+        await _teardown(nodes, light)
     assert all(c.counters["started"] == 0 and c.counters["refused"] >= 1 for c in ctrls)
 
 
@@ -201,11 +206,11 @@ async def test_swarm_mode_needs_a_member_with_the_trainer_role(tmp_path):
     n = 2
     net = MemNetwork(seed=4)
     ids = [Identity.generate() for _ in range(n)]
-    nodes = [Node.in_memory(net.add_node(i), identity=i,
+    nodes = [memnet_runtime(net, NodeConfig(fl=FLSection(partition=f"{k}/{n}")), ident=i, fl=True,
                             guard=SwarmGuard(i, cert(i, ("executor", "trainer"), 10 + k), CLOCK,
-                                            swarm=admin.public_key))
+                                             swarm=admin.public_key))
              for k, i in enumerate(ids)]
-    for node in nodes:
+    for node in nodes:  # each node's FL controller (behind the node's guard) starts right after it
         await node.start()
     net.full_mesh([x.peer_id for x in nodes])
     for node in nodes:  # as tests/security/conftest.py: certificates known before the run
@@ -213,10 +218,7 @@ async def test_swarm_mode_needs_a_member_with_the_trainer_role(tmp_path):
             if other is not node:
                 assert node.guard is not None
                 await node.guard.require(other.peer_id)
-    ctrls = [FLController(node.transport, node.identity, FLSection(partition=f"{k}/{n}"), clock=node.clock,
-                          guard=node.guard) for k, node in enumerate(nodes)]
-    for c in ctrls:
-        await c.start()
+    ctrls = _controllers(nodes)
     clients = []
 
     async def client(roles: tuple[str, ...], serial: int) -> Submitter:
@@ -241,8 +243,6 @@ async def test_swarm_mode_needs_a_member_with_the_trainer_role(tmp_path):
         summaries = await asyncio.wait_for(
             launch(trainer.transport, trainer.signer, run, peers=trainer.transport.peers(), expected=n), 120)
     finally:
-        for c in ctrls:
-            await c.stop()
         for sub in clients:
             await sub.close()
             await sub.transport.stop()

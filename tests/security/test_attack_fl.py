@@ -17,11 +17,11 @@ import pytest
 from edgenode.fl import FederatedService, fl_topic
 from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
-from edgenode.node import Node
 from edgenode.security import SwarmGuard, issue_certificate
 from edgenode.tasks import Submitter, SystemClock
 from federated import DigitsPartition, ModelUpdate, RoundConfig, StrategyConfig, encode_update, make_model
 from federated.rounds import min_authors_for
+from tests.runtimes import memnet_runtime
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -124,20 +124,20 @@ async def test_swarm_mode_counts_updates_of_trainers_only() -> None:
     n, rounds = 3, 2
     net = MemNetwork(seed=23)
     ids = [Identity.generate() for _ in range(n)]
-    nodes = [Node.in_memory(net.add_node(i), identity=i,
-                            guard=SwarmGuard(i, cert(i, ("executor", "trainer")), CLOCK, swarm=admin.public_key))
-             for i in ids]
-    for node in nodes:
-        await node.start()
-    net.full_mesh([x.peer_id for x in nodes])
-    for node in nodes:
-        for other in nodes:
-            if other is not node:
-                assert node.guard is not None
-                await node.guard.require(other.peer_id)
-    services = [FederatedService(node.transport, node.identity, loader=DigitsPartition(k, n),
-                                 rounds=median_rounds(rounds), seed=k, guard=node.guard)
-                for k, node in enumerate(nodes)]
+    runtimes = [memnet_runtime(net, ident=i,
+                               guard=SwarmGuard(i, cert(i, ("executor", "trainer")), CLOCK, swarm=admin.public_key))
+                for i in ids]  # no FL controller: the services below are the trainers
+    for rt in runtimes:
+        await rt.start()
+    net.full_mesh([x.peer_id for x in runtimes])
+    for rt in runtimes:
+        for other in runtimes:
+            if other is not rt:
+                assert rt.guard is not None
+                await rt.guard.require(other.peer_id)
+    services = [FederatedService(rt.transport, rt.identity, loader=DigitsPartition(k, n),
+                                 rounds=median_rounds(rounds), seed=k, guard=rt.guard)
+                for k, rt in enumerate(runtimes)]
     # a member without the trainer role, and a trainer relaying a fresh key's update
     plain_id, relay_id, fresh = Identity.generate(), Identity.generate(), Identity.generate()
     clients = []
@@ -145,7 +145,7 @@ async def test_swarm_mode_counts_updates_of_trainers_only() -> None:
         t = net.add_node(ident)
         await t.start()
         sub = Submitter(ident, t, guard=SwarmGuard(ident, cert(ident, roles), CLOCK))
-        await sub.join([node.transport.listen_addrs[0] for node in nodes])
+        await sub.join([rt.transport.listen_addrs[0] for rt in runtimes])
         clients.append(sub)
     for s in services:
         s.open()
@@ -161,14 +161,14 @@ async def test_swarm_mode_counts_updates_of_trainers_only() -> None:
         for sub in clients:
             await sub.close()
             await sub.transport.stop()
-        for node in nodes:
-            await node.stop()
+        for rt in runtimes:
+            await rt.stop()
     refused = [s.counters for s in services]
     assert sum(c.get("refused_role_not_allowed", 0) for c in refused) >= 2
     assert sum(c.get("refused_wrong_holder", 0) for c in refused) >= 1
-    for node in nodes:  # counted in the node's security metrics too
-        assert (node.metrics.registry.get_sample_value("edgenode_security_refusals_total",
-                                                       {"reason": "role_not_allowed"}) or 0) >= 1
+    for rt in runtimes:  # counted in the node's security metrics too
+        assert (rt.node.metrics.registry.get_sample_value("edgenode_security_refusals_total",
+                                                          {"reason": "role_not_allowed"}) or 0) >= 1
     assert all(s.engine.counters["rejoins"] == 0 for s in services)
     assert all(d.updates == n for h in histories for d in h)
     assert_sane(histories, rounds)

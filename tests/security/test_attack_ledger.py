@@ -21,8 +21,11 @@ from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import LEDGER_PROTOCOL, PAYLOAD_KIND, LedgerEntries, LedgerRange
+from edgenode.runtime import Runtime
+from edgenode.sandbox import Sandbox
 from edgenode.tasks import Submitter, SystemClock, TaskRequest
 from ledger import Entry, MemoryLedgerStore, entry_size
+from tests.runtimes import memnet_runtime
 
 from .conftest import SwarmFactory
 
@@ -64,33 +67,33 @@ class WatchedStore(MemoryLedgerStore):
 
 
 def make_node(net: MemNetwork, ledger: LedgerSection | None = None, *, witness: int = 3,
-              store: MemoryLedgerStore | None = None, sandbox: object = None) -> Node:
-    ident = Identity.generate()
+              store: MemoryLedgerStore | None = None, sandbox: Sandbox | None = None,
+              replicate: bool = True) -> Runtime:
+    """An open-mode node on ``net`` (not started), with a memory ledger unless ``store``."""
     cfg = NodeConfig(node=NodeSection(slots=2, queue=16), ledger=ledger or LedgerSection())
-    return Node(ident, cfg, net.add_node(ident), store or MemoryLedgerStore(), sandbox, None,  # type: ignore[arg-type]
-                timing=NodeTiming(head_s=0.05, witness=witness))
+    return memnet_runtime(net, cfg, store, sandbox=sandbox, timing=NodeTiming(head_s=0.05, witness=witness),
+                          replicate=replicate)
 
 
-async def fill(node: Node, n: int, size: int) -> None:
+async def fill(rt: Runtime, n: int, size: int) -> None:
     for _ in range(n):
-        await node.chain.append("blob", os.urandom(size))
-    await node.chain.flush()
+        await rt.chain.append("blob", os.urandom(size))
+    await rt.chain.flush()
 
 
-async def stored(node: Node, author: Node) -> tuple[int, int]:
-    """(entries, bytes) of ``author``'s chain held by ``node``."""
-    entries = await node.store.range(author.identity.public_key, 1, 10_000)
+async def stored(rt: Runtime, author: Runtime) -> tuple[int, int]:
+    """(entries, bytes) of ``author``'s chain held by ``rt``'s node."""
+    entries = await rt.store.range(author.identity.public_key, 1, 10_000)
     return len(entries), sum(entry_size(e) for e in entries)
 
 
 async def test_a_range_answer_is_bounded_in_bytes_and_a_replica_still_syncs_it_all() -> None:
     net = MemNetwork(seed=31)
-    owner, replica = make_node(net), make_node(net)
+    owner, replica = make_node(net, replicate=False), make_node(net, replicate=False)  # only the explicit sync below
     await fill(owner, 12, BIG)  # 3.6 MB of chain
     stranger_id = Identity.generate()
     stranger = net.add_node(stranger_id)
     for n in (owner, replica):
-        n.replicate = False  # only the explicit sync below
         await n.start()
     await stranger.start()
     net.full_mesh()
@@ -99,9 +102,9 @@ async def test_a_range_answer_is_bounded_in_bytes_and_a_replica_still_syncs_it_a
         _env, batch = wire.open_as(LedgerEntries, resp)
         assert 1 <= len(batch.entries) < 12
         assert sum(len(e) for e in batch.entries) <= LedgerSection().range_max_bytes
-        assert owner.ledger_refusals["range_cut"] == 1
+        assert owner.node.ledger_refusals["range_cut"] == 1
         # the replica goes on with the next range after a batch cut by bytes, and loses nothing
-        assert await replica.sync_from(owner.peer_id) == 12
+        assert await replica.node.sync_from(owner.peer_id) == 12
         assert (await stored(replica, owner))[0] == 12
         # one entry larger than the whole budget still goes out alone, so nobody is stuck behind it
         tiny = make_node(net, LedgerSection(range_max_bytes=1000))
@@ -110,7 +113,7 @@ async def test_a_range_answer_is_bounded_in_bytes_and_a_replica_still_syncs_it_a
         net.full_mesh()
         resp = await stranger.request(tiny.peer_id, LEDGER_PROTOCOL, wire.seal(stranger_id, LedgerRange(1, 512)))
         assert len(wire.open_as(LedgerEntries, resp)[1].entries) == 1
-        assert await replica.sync_from(tiny.peer_id) == 3
+        assert await replica.node.sync_from(tiny.peer_id) == 3
         await tiny.stop()
     finally:
         await stranger.stop()
@@ -130,17 +133,17 @@ async def test_a_witnessed_strangers_chain_stops_at_its_budget_and_frees_the_slo
     net.full_mesh()
     honest = make_node(net)
     try:
-        await store.until(lambda: victim.ledger_refusals["witness_budget"] == 1)
+        await store.until(lambda: victim.node.ledger_refusals["witness_budget"] == 1)
         count, held = await stored(victim, stranger)
         assert 0 < count < 14 and held <= budget
-        assert stranger.peer_id not in victim.witnessed  # its slot is free again
+        assert stranger.peer_id not in victim.node.witnessed  # its slot is free again
         # an honest peer announcing now gets the slot and is replicated in full
         await fill(honest, 3, 100)
         await honest.start()
         net.full_mesh()
         h = honest.identity.public_key
         await store.until(lambda: store.held.get(h, 0) == 3)
-        assert honest.peer_id in victim.witnessed
+        assert honest.peer_id in victim.node.witnessed
         assert (await stored(victim, stranger))[0] == count  # the stranger got no more
     finally:
         for n in (honest, stranger, victim):
@@ -165,8 +168,8 @@ async def test_witness_slots_rotate_away_from_silent_peers() -> None:
         net.full_mesh()
         b = second.identity.public_key
         await store.until(lambda: store.held.get(b, 0) == 2)
-        assert victim.witnessed == {second.peer_id}
-        assert victim.witnesses.counters["rotated"] == 1
+        assert victim.node.witnessed == {second.peer_id}
+        assert victim.node.witnesses.counters["rotated"] == 1
     finally:
         for n in (second, victim):
             await n.stop()
@@ -197,7 +200,7 @@ async def _payload_entries(node: Node) -> int:
     return sum(1 for e in entries if e.kind == PAYLOAD_KIND)
 
 
-async def test_open_mode_keeps_no_stranger_payloads_unless_configured(sandbox: object, cat_wasm: bytes,
+async def test_open_mode_keeps_no_stranger_payloads_unless_configured(sandbox: Sandbox, cat_wasm: bytes,
                                                                      tmp_path: Path) -> None:
     net = MemNetwork(seed=34)
     closed = make_node(net, sandbox=sandbox)
@@ -205,12 +208,12 @@ async def test_open_mode_keeps_no_stranger_payloads_unless_configured(sandbox: o
     for n in (closed, opened):
         await n.start()
     try:
-        assert await _submit_payloads(closed, net, cat_wasm, [100_000] * 4) == [True] * 4  # the tasks still run
-        assert await _payload_entries(closed) == 0
-        assert closed.executor.counts["payload_not_granted"] == 4
-        assert await _submit_payloads(opened, net, cat_wasm, [1000, 100_000]) == [True, True]
-        assert await _payload_entries(opened) == 1  # the small one; the large one is over the cap
-        assert opened.executor.counts["payload_too_large"] == 1
+        assert await _submit_payloads(closed.node, net, cat_wasm, [100_000] * 4) == [True] * 4  # the tasks still run
+        assert await _payload_entries(closed.node) == 0
+        assert closed.node.executor.counts["payload_not_granted"] == 4
+        assert await _submit_payloads(opened.node, net, cat_wasm, [1000, 100_000]) == [True, True]
+        assert await _payload_entries(opened.node) == 1  # the small one; the large one is over the cap
+        assert opened.node.executor.counts["payload_too_large"] == 1
     finally:
         for n in (closed, opened):
             await n.stop()

@@ -16,15 +16,15 @@ import wasmtime
 
 from edgenode import wire
 from edgenode.config import NodeConfig, NodeSection
-from edgenode.identity import Identity
 from edgenode.net.memnet import MemNetwork
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import TASK_PROTOCOL, Receipt, Rejected, TaskLimits, TaskSpec
 from edgenode.reasons import Reason
 from edgenode.sandbox import Sandbox, SandboxConfig
 from edgenode.security import CapabilityRequest, LocalPolicy, Refused, decide
-from edgenode.tasks import Submitter, SystemClock
+from edgenode.tasks import Submitter
 from ledger import SqliteLedgerStore
+from tests.runtimes import memnet_runtime, memnet_submitter
 from tests.sandbox.hostile import bomb_module, flood_wasm, grow_wasm, sleep_wasm
 
 from .conftest import SwarmFactory
@@ -65,23 +65,18 @@ class OpenNode:
 
 async def open_node_with(tmp_path: Path, config: SandboxConfig) -> AsyncIterator[OpenNode]:
     net = MemNetwork(seed=13)
-    ident = Identity.generate()
     sandbox = Sandbox(config)
     store = await SqliteLedgerStore.open(tmp_path / "ledger.db", synchronous="NORMAL")
-    node = Node(ident, NodeConfig(node=NodeSection(slots=2, queue=8)), net.add_node(ident), store, sandbox, None,
-                timing=NodeTiming(advert_s=0.2, head_s=0.2))
-    await node.start()
-    stranger = Identity.generate()
-    t = net.add_node(stranger)
-    await t.start()
-    sub = Submitter(stranger, t, clock=SystemClock(), offer_window_ms=200)
-    await sub.join([node.transport.listen_addrs[0]])
+    rt = memnet_runtime(net, NodeConfig(node=NodeSection(slots=2, queue=8)), store, sandbox=sandbox,
+                        timing=NodeTiming(advert_s=0.2, head_s=0.2))
+    await rt.start()
+    sub = await memnet_submitter(net, rt)
     try:
-        yield OpenNode(node, sandbox, sub, tmp_path)
+        yield OpenNode(rt.node, sandbox, sub, tmp_path)
     finally:
         await sub.close()
-        await t.stop()
-        await node.stop()
+        await sub.transport.stop()
+        await rt.stop()
         sandbox.close()
 
 

@@ -26,6 +26,7 @@ from edgenode.net.p2p import P2PTransport
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import TASK_PROTOCOL, Receipt, Rejected, TaskLimits, TaskSpec
 from edgenode.reasons import Reason
+from edgenode.runtime import Runtime, build_runtime
 from edgenode.sandbox import Sandbox, SandboxConfig
 from edgenode.tasks import Submitter, SystemClock, TaskRequest
 from ledger import SqliteLedgerStore
@@ -117,29 +118,29 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
     )
     ident, signer = Identity.generate(), Identity.generate()
     attacker = P2PTransport(signer, listen=LOOPBACK)
-    node: Node | None = None
+    rt: Runtime | None = None
     try:
         store = await SqliteLedgerStore.open(state / "ledger.db", synchronous="NORMAL")
-        node = Node(
+        rt = build_runtime(
             ident,
             NodeConfig(node=NodeSection(slots=2, queue=8)),
             P2PTransport(ident, listen=LOOPBACK),
             store,
-            sandbox,
-            None,
+            sandbox=sandbox,
             timing=NodeTiming(advert_s=0.5, head_s=0.5),
+            fl=False,
         )
         async with asyncio.timeout(WAIT):
-            await node.start()
+            await rt.start()
             await attacker.start()
-            target = Target(node, sandbox, attacker, signer, tmp_path)
+            target = Target(rt.node, sandbox, attacker, signer, tmp_path)
             attacker.serve_blobs(target.blobs)
-            await attacker.connect(node.transport.listen_addrs[0], timeout=WAIT)
+            await attacker.connect(rt.transport.listen_addrs[0], timeout=WAIT)
         yield target
     finally:
         await attacker.stop()
-        if node is not None:
-            await node.stop()
+        if rt is not None:
+            await rt.stop()
         sandbox.close()
 
 

@@ -24,11 +24,13 @@ from edgenode.net.memnet import MemNetwork, MemTransport
 from edgenode.node import Node, NodeTiming
 from edgenode.protocol import TASK_PROTOCOL, Advert, Busy, Receipt, Rejected, TaskLimits, TaskSpec
 from edgenode.reasons import Reason
+from edgenode.runtime import Runtime
 from edgenode.sandbox import Sandbox
 from edgenode.scheduler import AdvertTable
 from edgenode.security import AbuseConfig, AbuseGuard, SwarmGuard, issue_certificate
 from edgenode.tasks import Clock, SqliteReplayStore, SystemClock
 from ledger import SqliteLedgerStore, verify_store
+from tests.runtimes import memnet_runtime
 
 from .conftest import SwarmFactory
 
@@ -51,10 +53,14 @@ class ManualClock:
 @dataclasses.dataclass
 class Rig:
     net: MemNetwork
-    node: Node
+    rt: Runtime
     client: MemTransport
     signer: Identity
     module: str
+
+    @property
+    def node(self) -> Node:
+        return self.rt.node
 
     def spec(self, task_id: str, *, nonce: bytes | None = None, data: bytes = b"x", now: int | None = None,
              life_ms: int = 10_000) -> TaskSpec:
@@ -78,27 +84,26 @@ async def rig(tmp_path: Path, sandbox: Sandbox, cat_wasm: bytes) -> AsyncIterato
                    queue: int = 16, name: str = "n", ident: Identity | None = None,
                    replay_store: Any = None) -> Rig:
         net = MemNetwork(seed=len(made))
-        ident = ident or Identity.generate()
         cfg = NodeConfig(node=NodeSection(slots=slots, queue=queue), tables=tables or TablesSection())
         store = await SqliteLedgerStore.open(tmp_path / f"{name}.db", synchronous="NORMAL")
-        node = Node(ident, cfg, net.add_node(ident), store, sandbox, None, clock,
-                    timing=NodeTiming(advert_s=0.2, head_s=0.2), replay_store=replay_store)
-        await node.start()
+        rt = memnet_runtime(net, cfg, store, ident=ident, sandbox=sandbox, clock=clock,
+                            timing=NodeTiming(advert_s=0.2, head_s=0.2), replay_store=replay_store)
+        await rt.start()
         cid = Identity.generate()
         client = net.add_node(cid)
         await client.start()
         blobs = MemoryBlobStore()
         module = blobs.put(cat_wasm)
         client.serve_blobs(blobs)  # the executor fetches the module from the submitter
-        await client.connect(node.transport.listen_addrs[0])
-        r = Rig(net, node, client, cid, module)
+        await client.connect(rt.transport.listen_addrs[0])
+        r = Rig(net, rt, client, cid, module)
         made.append(r)
         return r
 
     yield make
     for r in made:
         await r.client.stop()
-        await r.node.stop()
+        await r.rt.stop()
 
 
 # -- finding 5: the replay guard ------------------------------------------------------------
@@ -159,7 +164,7 @@ async def test_a_captured_spec_is_refused_by_the_restarted_node(tmp_path: Path, 
     first = wire.open_envelope(await r.client.request(r.node.peer_id, TASK_PROTOCOL, sealed)).message
     assert isinstance(first, Receipt)
     await r.client.stop()
-    await r.node.stop()  # closes the replay store too
+    await r.rt.stop()  # closes the replay store too
     # the same key restarts (a fresh process: no receipt cache, a new ledger file is fine)
     r2 = await rig(ident=ident, name="after", replay_store=await SqliteReplayStore.open(tmp_path / "replay.db"))
     again = wire.open_envelope(await r2.client.request(r2.node.peer_id, TASK_PROTOCOL, sealed)).message

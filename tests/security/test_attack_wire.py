@@ -22,12 +22,14 @@ from edgenode.errors import DecodeError, LocalError
 from edgenode.identity import Identity
 from edgenode.net import RemoteFailure
 from edgenode.net.memnet import MemNetwork
-from edgenode.node import Node, NodeTiming
+from edgenode.node import NodeTiming
 from edgenode.protocol import STATUS_PROTOCOL, TASK_PROTOCOL, Receipt, Rejected, TaskLimits, TaskSpec
 from edgenode.reasons import Reason
+from edgenode.runtime import Runtime
 from edgenode.sandbox import Sandbox
 from edgenode.tasks import Submitter, SystemClock, TaskRequest
 from ledger import SqliteLedgerStore, verify_store
+from tests.runtimes import memnet_runtime, memnet_submitter
 
 from .conftest import SwarmFactory
 
@@ -37,18 +39,16 @@ pytestmark = pytest.mark.timeout(60)
 class Open:
     """One open-mode node and one honest submitter on a memnet."""
 
-    def __init__(self, node: Node, sub: Submitter, net: MemNetwork) -> None:
-        self.node = node
+    def __init__(self, rt: Runtime, sub: Submitter, net: MemNetwork) -> None:
+        self.rt = rt
+        self.node = rt.node
         self.sub = sub
         self.net = net
         self.strangers: list[Submitter] = []
 
     async def stranger(self) -> tuple[Identity, Submitter]:
         ident = Identity.generate()
-        t = self.net.add_node(ident)
-        await t.start()
-        s = Submitter(ident, t, clock=SystemClock(), offer_window_ms=200)
-        await s.join([self.node.transport.listen_addrs[0]])
+        s = await memnet_submitter(self.net, self.rt, ident)
         self.strangers.append(s)
         return ident, s
 
@@ -60,24 +60,17 @@ class Open:
 @pytest.fixture
 async def open_node(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[Open]:
     net = MemNetwork(seed=7)
-    ident = Identity.generate()
     store = await SqliteLedgerStore.open(tmp_path / "node.db", synchronous="NORMAL")
-    node = Node(ident, NodeConfig(node=NodeSection(slots=2, queue=16)), net.add_node(ident), store, sandbox, None,
-                timing=NodeTiming(advert_s=0.2, head_s=0.2))
-    await node.start()
-    cid = Identity.generate()
-    t = net.add_node(cid)
-    await t.start()
-    sub = Submitter(cid, t, clock=SystemClock(), offer_window_ms=200)
-    await sub.join([node.transport.listen_addrs[0]])
-    rig = Open(node, sub, net)
+    rt = memnet_runtime(net, NodeConfig(node=NodeSection(slots=2, queue=16)), store, sandbox=sandbox,
+                        timing=NodeTiming(advert_s=0.2, head_s=0.2))
+    await rt.start()
+    sub = await memnet_submitter(net, rt)
+    rig = Open(rt, sub, net)
     yield rig
-    for s in rig.strangers:
+    for s in [*rig.strangers, sub]:
         await s.close()
         await s.transport.stop()
-    await sub.close()
-    await t.stop()
-    await node.stop()
+    await rt.stop()
 
 
 def _unsigned_empty_lists(n: int, author: bytes) -> bytes:
@@ -162,24 +155,22 @@ class _FailingInfer:
 
 async def test_task_failure_detail_stays_in_the_executors_log(tmp_path: Path) -> None:
     net = MemNetwork(seed=3)
-    ident = Identity.generate()
     store = await SqliteLedgerStore.open(tmp_path / "infer.db", synchronous="NORMAL")
-    node = Node(ident, NodeConfig(), net.add_node(ident), store, None, _FailingInfer(),
-                timing=NodeTiming(advert_s=0.2, head_s=0.2))
-    await node.start()
+    rt = memnet_runtime(net, NodeConfig(), store, registry=_FailingInfer(), timing=NodeTiming(advert_s=0.2, head_s=0.2))
+    await rt.start()
     cid = Identity.generate()
     t = net.add_node(cid)
     await t.start()
     try:
         now = SystemClock().now_ms()
         spec = TaskSpec("t-inf", "infer", "m" * 64, b"", (), TaskLimits(), (), (), os.urandom(16), now, now + 10_000)
-        answer = await t.request(node.peer_id, TASK_PROTOCOL, wire.seal(cid, spec))
+        answer = await t.request(rt.peer_id, TASK_PROTOCOL, wire.seal(cid, spec))
         _env, rc = wire.open_as(Receipt, answer)
         assert rc.status == "error"
         assert b"infer failed" in rc.stderr and b"/srv/secret" not in rc.stderr
     finally:
         await t.stop()
-        await node.stop()
+        await rt.stop()
 
 
 async def test_certificate_from_a_slightly_fast_clock_is_accepted(swarm_factory: SwarmFactory, cat_wasm: bytes) -> None:
