@@ -244,29 +244,49 @@ class Node:
         return report
 
     async def migrate_task(self, snap: Snapshot, to: Sequence[str] = ()) -> tuple[str, bytes]:
-        """Hand a checkpointed task to another executor: ``to`` in order, else the best by placement.
+        """Hand a checkpointed task to another executor: ``to`` in order, else the best three by placement.
 
-        Returns (that executor's peer id, its sealed receipt); ``EdgenodeError`` when no one took it.
+        The snapshot is served as a blob (named by its sha256) while the chosen executor fetches it.
+        Returns (that executor's peer id, its sealed receipt); ``NoExecutor`` when no one took it.
         """
         now = self.clock.now_ms()
         peers = list(to)
+        left_ms = max(1, snap.state.limits[1] - snap.state.elapsed_ms)
         if not peers:
-            req = PlacementRequest(("wasm",), float(max(1, snap.state.limits[1] - snap.state.elapsed_ms)))
             live = [a for a in self.adverts.live(now) if a.peer_id != self.peer_id]
-            peers = [c.peer for c in place(req, live, RttTable())][:3]
+            peers = [c.peer for c in place(PlacementRequest(("wasm",), float(left_ms)), live, RttTable())][:3]
         why: list[str] = []
-        for peer in peers:
-            try:
-                resp = await self.transport.request(peer, MIGRATE_PROTOCOL, snap.data, timeout=max(
-                    1.0, (snap.state.limits[1] - snap.state.elapsed_ms) / 1000.0 + 5.0))
-                env = wire.open_envelope(resp)
-            except EdgenodeError as exc:
-                why.append(f"{peer[:16]}: {exc}")
-                continue
-            if env.author_id == peer and isinstance(env.message, Receipt):
-                return peer, resp
-            why.append(f"{peer[:16]}: answered {wire.kind_of(env.message)}")
+        digest = self.blobs.put(snap.data)
+        try:
+            for peer in peers:
+                try:
+                    await self._dial(peer)
+                    resp = await self.transport.request(peer, MIGRATE_PROTOCOL, digest.encode("ascii"),
+                                                        timeout=left_ms / 1000.0 + 30.0)
+                    env = wire.open_envelope(resp)
+                except EdgenodeError as exc:
+                    why.append(f"{peer[:16]}: {exc}")
+                    continue
+                if env.author_id == peer and isinstance(env.message, Receipt):
+                    return peer, resp
+                why.append(f"{peer[:16]}: answered {wire.kind_of(env.message)}")
+        finally:
+            self.blobs.discard(digest)
         raise NoExecutor("no executor took the task: " + ("; ".join(why) or "no candidate"))
+
+    async def _dial(self, peer: str) -> None:
+        """Connect to ``peer`` through its advertised addresses unless connected."""
+        if peer in self.transport.peers():
+            return
+        advert = self.adverts.get(peer)
+        errors: list[str] = []
+        for addr in advert.addrs if advert is not None else ():
+            try:
+                await self.transport.connect(addr, timeout=10.0)
+                return
+            except NetError as exc:
+                errors.append(str(exc))
+        raise NetError(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
 
     async def _cancel_background(self) -> None:
         await self._tasks.cancel()

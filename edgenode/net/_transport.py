@@ -196,6 +196,10 @@ class MemoryBlobStore(BlobStore):
         self._blobs[digest] = bytes(data)
         return digest
 
+    def discard(self, digest: str) -> None:
+        """Stop serving ``digest`` (no error when it is not here)."""
+        self._blobs.pop(digest, None)
+
 
 def blob_handler(store: BlobStore) -> Handler:
     """The :data:`BLOB_PROTOCOL` handler: the request is a sha256 hex digest, the response its blob."""

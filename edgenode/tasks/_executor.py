@@ -70,6 +70,8 @@ log = logging.getLogger("edgenode.executor")
 _T = TypeVar("_T")
 
 _RETRY_MS = 1000
+_MAX_MOVING_WAIT_S = 300.0
+"""Longest a stopping executor waits for the receipt of a task it handed to another executor."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +145,9 @@ class Executor:
         ``EdgenodeError`` when none takes it. ``None``: tasks are not checkpointed on drain."""
         self._runs: dict[tuple[bytes, str], PreparedRun] = {}
         """Running tasks that can be checkpointed (drain asks them to stop at a safe point)."""
+        self._moving: dict[asyncio.Task[bytes], int] = {}
+        """Tasks handed to another executor, waiting for its receipt -> the spec's expiry (unix ms):
+        drain waits for them up to that expiry instead of cancelling them."""
 
     def capabilities(self) -> list[str]:
         caps: list[str] = []
@@ -371,7 +376,12 @@ class Executor:
         )
         s_hash = spec_hash(env.body)
         if stopped:  # checkpointed by drain(): the task moves on
-            return await self._hand_over(env, spec, s_hash, stopped[0])
+            if me is not None:
+                self._moving[me] = spec.expires_ms  # type: ignore[index]
+            try:
+                return await self._hand_over(env, spec, s_hash, stopped[0])
+            finally:
+                self._moving.pop(me, None)  # type: ignore[arg-type]
         if resume is not None:
             resumed = ResumedRecord(spec.task_id, s_hash, resume.id, resume.state.fuel_used,
                                     peer_id_from_public_key(resume.author))
@@ -533,14 +543,20 @@ class Executor:
     async def handle_migrate(self, sender: str, data: bytes) -> bytes:
         """The :data:`~edgenode.tasks.MIGRATE_PROTOCOL` handler: resume a task ``sender`` checkpointed.
 
-        The snapshot must be signed by ``sender`` and carry a spec signed by its submitter; the
-        task is then admitted as if its submitter had sent it here, and resumed.
+        The request names the snapshot (its sha256); it is fetched from ``sender`` as a blob. It
+        must be signed by ``sender`` and carry a spec signed by its submitter; the task is then
+        admitted as if its submitter had sent it here, and resumed.
         """
         opener = getattr(self.wasm, "open_snapshot", None)
         if opener is None:
             return self._seal(Rejected("", Reason.UNSUPPORTED_KIND, "this node does not resume tasks"))
+        digest = data.decode("ascii", "replace")
+        if not is_module_hash(digest):  # a snapshot's name has the shape of a module's: sha256 hex
+            self._refused("invalid")
+            return self._seal(Rejected("", Reason.MALFORMED, "not a snapshot id"))
         try:
-            snap: Snapshot = await asyncio.to_thread(opener, data, trusted={public_key_from_peer_id(sender)})
+            blob = await self.transport.fetch_blob(sender, digest, timeout=60.0)  # checked against its name
+            snap: Snapshot = await asyncio.to_thread(opener, blob, trusted={public_key_from_peer_id(sender)})
             env, spec = wire.open_as(TaskSpec, snap.state.spec)
         except EdgenodeError as exc:
             self._refused("invalid")
@@ -572,11 +588,13 @@ class Executor:
         before = len(self._inflight) - len(queued)
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=timeout)
-        late = [t for t in self._inflight if t not in self._recording]
+        late = [t for t in self._inflight if t not in self._recording and t not in self._moving]
         for task in late:
             task.cancel()
         if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=timeout)
+            # a task handed to another executor is waited for until its spec expires (its answer is coming)
+            moving_s = max((exp - self.clock.now_ms()) / 1000.0 for exp in self._moving.values()) if self._moving else 0
+            await asyncio.wait(set(self._inflight), timeout=max(timeout, min(moving_s, _MAX_MOVING_WAIT_S)))
         stuck = list(self._inflight)  # ledger writes past a second budget: the store hangs
         for task in stuck:
             task.cancel()

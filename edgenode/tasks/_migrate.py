@@ -2,7 +2,8 @@
 
 When an executor stops (drain) while a task with safe points runs, it checkpoints the task,
 records a ``task_checkpoint`` entry, and sends the snapshot (which carries the submitter's
-sealed spec) to another executor on :data:`MIGRATE_PROTOCOL`. That executor checks the
+sealed spec) to another executor on :data:`MIGRATE_PROTOCOL` (by name: the receiver fetches it
+as a blob). That executor checks the
 snapshot (signed by the peer that sent it) and the spec (signed by its submitter), records
 a ``task_resumed`` entry, resumes the task, and answers with its own receipt. The first
 executor answers the submitter's one request with a :class:`Handover` that wraps that
@@ -29,7 +30,8 @@ __all__ = [
 ]
 
 MIGRATE_PROTOCOL = "/edgenode/migrate/1"
-"""Direct stream: request a snapshot's bytes (signed by the sender), answer a sealed receipt, Busy or Rejected."""
+"""Direct stream: request a snapshot's id (sha256 hex; the receiver fetches the snapshot, signed by the
+sender, from the sender as a blob), answer a sealed receipt, Busy or Rejected."""
 CHECKPOINT_KIND = "task_checkpoint"
 """Ledger entry kind: this executor checkpointed a task and handed it on (body: :class:`CheckpointRecord`)."""
 RESUMED_KIND = "task_resumed"

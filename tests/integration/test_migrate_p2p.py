@@ -1,0 +1,111 @@
+"""Migration over real libp2p: three ``edgenode run`` processes; the executor of a running task gets
+SIGTERM, the task moves (checkpoint, snapshot, resume) and finishes on another node.
+
+The submitter (``edgenode submit``) waits once and gets one verified result: the second
+executor's receipt inside the first's handover, with the output of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from _swarm_procs import EDGENODE, NodeProc, env
+
+from edgenode import wire
+from edgenode.cli._common import EXIT_OK
+from edgenode.protocol import RESULT_KIND, Receipt
+from edgenode.sandbox import Limits, Sandbox, SandboxConfig, TaskIO, have_wasm_opt
+from edgenode.tasks import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, ResumedRecord
+from ledger import LEDGER_DB, Entry, SqliteLedgerStore, verify_store
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(not have_wasm_opt(), reason="binaryen's wasm-opt is not installed (scripts/setup.sh)"),
+]
+REPO = Path(__file__).resolve().parents[2]
+FUEL = 150_000_000_000  # about 15 s of this task here: it is still running when its node is stopped
+STDIN = b"6000 16 14 " + b" ".join(str(i * 7919 % 1000003).encode() for i in range(1000))
+
+
+def _config(text: str) -> str:
+    return text.replace("# max_fuel = 10000000000", f"max_fuel = {FUEL}")
+
+
+def _migrate_wasm(out: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("tasks_build", REPO / "examples/tasks/build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    if not build.have_clang():
+        pytest.skip("clang for wasm32-wasi is not installed (scripts/setup.sh)")
+    return Path(build.build_all(out)["migrate"])
+
+
+async def _entries(home: Path) -> tuple[bool, list[Entry]]:
+    store = await SqliteLedgerStore.open(home / LEDGER_DB, readonly=True)
+    try:
+        report = await verify_store(store)
+        out: list[Entry] = []
+        for author in await store.authors():
+            out += list(await store.range(author, 1, 1 << 40))
+        return report.ok, out
+    finally:
+        await store.close()
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
+    module = _migrate_wasm(tmp_path / "tasks")
+    (tmp_path / "in.txt").write_bytes(STDIN)
+    with Sandbox(SandboxConfig(max_fuel=FUEL)) as sb:
+        baseline = sb.run(sb.compile(module.read_bytes()), TaskIO(stdin=STDIN), Limits(FUEL, 30_000, 64))
+    assert baseline.ok
+    first = NodeProc(tmp_path / "n0", configure=_config)
+    nodes = [first] + [NodeProc(tmp_path / f"n{i}", bootstrap=first.addrs, configure=_config) for i in (1, 2)]
+    submit = None
+    try:
+        cmd = [*EDGENODE, "submit", str(module), "--bootstrap", *[a for n in nodes for a in n.addrs],
+               "--stdin", str(tmp_path / "in.txt"), "--fuel", str(FUEL), "--timeout-ms", "30000",
+               "--memory-mb", "64", "--deadline-ms", "120000", "--json"]
+        submit = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        # The executor compiles the module into its cache just before it runs it: that names it.
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline and submit.poll() is None:
+            victim = next((n for n in nodes if any((n.home / "cache").rglob("*.cwasm"))), None)
+            time.sleep(0.05)
+        assert victim is not None, "no node started the task"
+        time.sleep(1.0)  # let it run a while (work that must not be lost)
+        assert victim.terminate(timeout=120) == 0
+        out, err = submit.communicate(timeout=180)
+        assert submit.returncode == EXIT_OK, err[-3000:]
+        res = json.loads(out.strip().splitlines()[-1])
+        assert res["status"] == "ok" and res["output"] == baseline.stdout.decode()
+        assert res["executor"] != victim.peer_id and res["attempts"] == 1
+        (rc,) = res["receipts"]
+        env_ = wire.open_envelope(base64.b64decode(rc["receipt_b64"]))
+        assert env_.author_id == res["executor"] and isinstance(env_.message, Receipt)
+    finally:
+        if submit is not None and submit.poll() is None:
+            submit.kill()
+            submit.communicate(timeout=30)
+        for n in nodes:
+            n.terminate(timeout=120)
+    ok_a, victim_entries = asyncio.run(_entries(victim.home))
+    (hop,) = [wire.from_bytes(CheckpointRecord, e.body or b"") for e in victim_entries if e.kind == CHECKPOINT_KIND]
+    finisher = next(n for n in nodes if n.peer_id == res["executor"])
+    ok_b, finisher_entries = asyncio.run(_entries(finisher.home))
+    own = [e for e in finisher_entries if e.author.hex() == env_.author.hex()]
+    kinds = [e.kind for e in own]
+    assert ok_a and ok_b and hop.to == finisher.peer_id
+    assert kinds[-2:] == [RESUMED_KIND, RESULT_KIND]
+    resumed = wire.from_bytes(ResumedRecord, own[-2].body or b"")
+    assert resumed.snapshot == hop.snapshot and resumed.sender == victim.peer_id
