@@ -46,7 +46,7 @@ async def test_fuzz_node_handlers(swarm_factory: SwarmFactory, cat_wasm: bytes) 
     sub = await sw.client(("submitter",), ident=ident)
     module = sub.add_module(cat_wasm)
     crashes: list[str] = []
-    handlers: dict[str, Handler] = node.transport._handlers  # type: ignore[attr-defined]
+    handlers: dict[str, Handler] = node.transport.handlers  # type: ignore[attr-defined]
 
     def watch(protocol: str, inner: Handler) -> Handler:
         async def handler(sender: str, data: bytes) -> bytes:
