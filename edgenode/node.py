@@ -57,6 +57,7 @@ from .scheduler import Admission, AdvertTable, PlacementRequest, RttTable, make_
 from .security import SwarmGuard
 from .tasks import (
     MIGRATE_PROTOCOL,
+    SNAPSHOT_PROTOCOL,
     AdmissionHook,
     ChainWriter,
     Clock,
@@ -64,6 +65,7 @@ from .tasks import (
     Executor,
     InferEngine,
     ReplayStore,
+    SnapshotNote,
     SystemClock,
     WasmEngine,
 )
@@ -145,6 +147,7 @@ class Node:
             wasm=sandbox, infer=registry, hook=hook, on_done=self.metrics.task_done,
             on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(), guard=guard,
             tables=config.tables, replay_store=replay_store, ledger=config.ledger, migrate=self.migrate_task,
+            ship=self.ship_snapshot,
         )
         self._seq = 0
         self._spawner = spawn
@@ -273,6 +276,17 @@ class Node:
         finally:
             self.blobs.discard(digest)
         raise NoExecutor("no executor took the task: " + ("; ".join(why) or "no candidate"))
+
+    async def ship_snapshot(self, peer: str, task_id: str, snap: Snapshot) -> None:
+        """Send a periodic snapshot of a task to ``peer`` (its submitter): a note, then ``peer`` fetches it."""
+        digest = self.blobs.put(snap.data)
+        try:
+            note = wire.seal(self.identity, SnapshotNote(task_id, digest))
+            answer = await self.transport.request(peer, SNAPSHOT_PROTOCOL, note, timeout=60.0)
+        finally:
+            self.blobs.discard(digest)
+        if answer != b"ok":
+            raise RemoteError(f"the submitter did not keep the snapshot: {answer[:40]!r}")
 
     async def _dial(self, peer: str) -> None:
         """Connect to ``peer`` through its advertised addresses unless connected."""

@@ -67,6 +67,9 @@ def register(sub: Any) -> None:
                    help="read-only data directory the task needs (swarm policy decides; mounted as /data)")
     p.add_argument("--ledger-payload", action="store_true",
                    help="ask the executor to keep the plaintext input and output in its ledger (default: hashes)")
+    p.add_argument("--checkpoint-ms", type=int, default=0, metavar="N",
+                   help="a task with safe points sends a snapshot here every N ms; if its executor dies, "
+                        "the next one resumes from the latest (not with encryption)")
     p.add_argument("--sla", choices=(SLA_LATENCY, SLA_COST), default=SLA_LATENCY)
     p.add_argument("--market", action="store_true", help="ask for bids on the work topic (contract net)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -158,7 +161,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         h = sub.add_module(module)
         req = TaskRequest(KIND_WASM, h, stdin, tuple(args.arg), limits, tuple(args.require), tuple(args.model),
                           args.deadline_ms, args.redundancy, args.sla, args.market,
-                          data_dirs=tuple(args.data_dir), ledger_payload=args.ledger_payload)
+                          data_dirs=tuple(args.data_dir), ledger_payload=args.ledger_payload,
+                          checkpoint_ms=max(0, args.checkpoint_ms))
         gate = asyncio.Semaphore(32)
         results: list[TaskOutcome | BaseException] = []
 

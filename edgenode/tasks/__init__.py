@@ -3,7 +3,18 @@
 from ._chain import Appended, ChainWriter
 from ._executor import RESULT_CACHE, DrainReport, Executor
 from ._infer import RegistryEngine, npy_bytes, npy_load
-from ._migrate import CHECKPOINT_KIND, MIGRATE_PROTOCOL, RESUMED_KIND, CheckpointRecord, Handover, ResumedRecord
+from ._migrate import (
+    CHECKPOINT_KIND,
+    MIGRATE_PROTOCOL,
+    POLICY_CHECKPOINT_MS,
+    RESUMED_KIND,
+    SNAPSHOT_PROTOCOL,
+    CheckpointRecord,
+    Handover,
+    ResumedRecord,
+    SnapshotKeeper,
+    SnapshotNote,
+)
 from ._ports import AdmissionHook, Clock, InferEngine, SystemClock, WasmEngine
 from ._replay import REPLAY_DB, MemoryReplayStore, ReplayStore, SqliteReplayStore
 from ._submitter import Submitter, TaskOutcome, TaskRequest
@@ -12,9 +23,13 @@ __all__ = [
     "CHECKPOINT_KIND",
     "MIGRATE_PROTOCOL",
     "RESUMED_KIND",
+    "POLICY_CHECKPOINT_MS",
+    "SNAPSHOT_PROTOCOL",
     "CheckpointRecord",
     "Handover",
     "ResumedRecord",
+    "SnapshotKeeper",
+    "SnapshotNote",
     "REPLAY_DB",
     "RESULT_CACHE",
     "AdmissionHook",

@@ -54,7 +54,7 @@ from ..security import (
 )
 from ..wire import Signer
 from ._chain import ChainWriter
-from ._migrate import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, Handover, ResumedRecord
+from ._migrate import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, Handover, ResumedRecord, checkpoint_ms
 from ._ports import AdmissionHook, Clock, InferEngine, WasmEngine
 from ._replay import MemoryReplayStore, ReplayStore
 
@@ -106,6 +106,7 @@ class Executor:
         replay_store: ReplayStore | None = None,
         ledger: LedgerSection | None = None,
         migrate: Callable[[Snapshot], Awaitable[tuple[str, bytes]]] | None = None,
+        ship: Callable[[str, str, Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         self.signer = signer
         self.transport = transport
@@ -143,6 +144,9 @@ class Executor:
         self.migrate = migrate
         """Hands a checkpointed task to another executor: (its peer id, its sealed receipt); raises
         ``EdgenodeError`` when none takes it. ``None``: tasks are not checkpointed on drain."""
+        self.ship = ship
+        """Sends a periodic snapshot to a peer: (peer, task id, snapshot); ``None``: no periodic checkpoints."""
+        self._shipping: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[tuple[bytes, str], PreparedRun] = {}
         """Running tasks that can be checkpointed (drain asks them to stop at a safe point)."""
         self._moving: dict[asyncio.Task[bytes], int] = {}
@@ -489,9 +493,9 @@ class Executor:
         io = TaskIO(stdin=spec.input, args=spec.args, models=spec.models, readonly_dir=data_dir)
         movable = env is not None and data_dir is None and not is_encrypted(spec) and hasattr(wasm, "prepare")
         try:
-            if movable and (self.migrate is not None or resume is not None):
+            if movable and (self.migrate is not None or resume is not None or checkpoint_ms(spec)):
                 assert env is not None
-                res = await self._run_movable(wasm, spec, io, limits, env, resume)
+                res = await self._run_movable(wasm, spec, io, limits, env, resume, sender)
             else:
                 res = await _blocking(wasm, wasm.run, spec.module, io, limits)
         except EdgenodeError as exc:
@@ -501,12 +505,24 @@ class Executor:
         return str(res.status), res.exit_code, res.stdout, res.stderr, res.fuel_used, res.wall_ms
 
     async def _run_movable(
-        self, wasm: Any, spec: TaskSpec, io: TaskIO, limits: Limits, env: wire.Envelope, resume: Snapshot | None
+        self,
+        wasm: Any,
+        spec: TaskSpec,
+        io: TaskIO,
+        limits: Limits,
+        env: wire.Envelope,
+        resume: Snapshot | None,
+        sender: str,
     ) -> RunResult:
-        """Run a task that drain() may checkpoint (a module with safe points), or resume one."""
+        """Run a task with safe points that drain() may checkpoint and that may ship periodic
+        snapshots to its submitter (``checkpoint_ms`` in its spec), or resume one."""
         key = (env.author, spec.task_id)
         sealed_spec = wire.encode([wire.ENVELOPE_VERSION, env.author, env.body, env.signature])
-        policy = None if self.migrate is None else Checkpointing(self.signer, spec=sealed_spec, deltas=False)
+        every = checkpoint_ms(spec) if self.ship is not None else 0
+        on_snapshot = self._shipper(sender, spec, spec_hash(env.body)) if every else None
+        policy = None
+        if self.migrate is not None or every:
+            policy = Checkpointing(self.signer, every_ms=every, on_snapshot=on_snapshot, spec=sealed_spec, deltas=False)
         prepare = functools.partial(wasm.prepare, checkpointing=policy, resume=() if resume is None else (resume,))
         run: PreparedRun = await _blocking(wasm, prepare, spec.module, io, limits)
         if run.checkpointable:
@@ -518,6 +534,38 @@ class Executor:
             return result
         finally:
             self._runs.pop(key, None)
+
+    def _shipper(self, peer: str, spec: TaskSpec, s_hash: str) -> Callable[[Snapshot], None]:
+        """An ``on_snapshot`` callback (the task's thread) that ships each snapshot to ``peer`` from the loop.
+
+        One shipment per task at a time: a snapshot taken while the last one travels is skipped.
+        """
+        loop = asyncio.get_running_loop()
+
+        def ship_soon(snap: Snapshot) -> None:
+            shipping = self._shipping.get(spec.task_id)
+            if self.ship is None or self.closing or (shipping is not None and not shipping.done()):
+                return
+            self._shipping[spec.task_id] = asyncio.ensure_future(self._ship(peer, spec, s_hash, snap))
+
+        def on_snapshot(snap: Snapshot) -> None:
+            loop.call_soon_threadsafe(ship_soon, snap)
+
+        return on_snapshot
+
+    async def _ship(self, peer: str, spec: TaskSpec, s_hash: str, snap: Snapshot) -> None:
+        assert self.ship is not None
+        try:  # recorded first: an entry names each snapshot that may be resumed
+            record = CheckpointRecord(spec.task_id, s_hash, snap.id, snap.state.fuel_used, peer)
+            await self.chain.append(CHECKPOINT_KIND, wire.to_bytes(record))
+            await self.ship(peer, spec.task_id, snap)
+            self.counts["snapshots_shipped"] += 1
+        except EdgenodeError as exc:
+            self.counts["snapshots_not_shipped"] += 1
+            log.info("snapshot not shipped", extra={"task_id": spec.task_id, "error": str(exc)})
+        finally:
+            if self._shipping.get(spec.task_id) is asyncio.current_task():
+                self._shipping.pop(spec.task_id, None)
 
     async def _hand_over(self, env: wire.Envelope, spec: TaskSpec, s_hash: str, snap: Snapshot) -> bytes:
         """Send a checkpointed task to another executor; answer the submitter with its receipt, in a handover."""
@@ -544,8 +592,9 @@ class Executor:
         """The :data:`~edgenode.tasks.MIGRATE_PROTOCOL` handler: resume a task ``sender`` checkpointed.
 
         The request names the snapshot (its sha256); it is fetched from ``sender`` as a blob. It
-        must be signed by ``sender`` and carry a spec signed by its submitter; the task is then
-        admitted as if its submitter had sent it here, and resumed.
+        must carry a spec signed by its submitter, and be signed by ``sender`` (an executor
+        handing its task on) or come from the submitter itself (resuming after its executor
+        died); the task is then admitted as if its submitter had sent it here, and resumed.
         """
         opener = getattr(self.wasm, "open_snapshot", None)
         if opener is None:
@@ -556,11 +605,16 @@ class Executor:
             return self._seal(Rejected("", Reason.MALFORMED, "not a snapshot id"))
         try:
             blob = await self.transport.fetch_blob(sender, digest, timeout=60.0)  # checked against its name
-            snap: Snapshot = await asyncio.to_thread(opener, blob, trusted={public_key_from_peer_id(sender)})
+            snap: Snapshot = await asyncio.to_thread(opener, blob)
             env, spec = wire.open_as(TaskSpec, snap.state.spec)
+            sender_key = public_key_from_peer_id(sender)
         except EdgenodeError as exc:
             self._refused("invalid")
             return self._seal(Rejected("", Reason.MALFORMED, f"invalid snapshot: {exc}"))
+        if sender_key not in (snap.author, env.author):  # its executor hands it on, or its submitter does
+            self._refused("forbidden")
+            why = "a snapshot from neither its taker nor the task's submitter"
+            return self._seal(Rejected(spec.task_id, Reason.FORBIDDEN, why))
         if spec.kind != KIND_WASM or spec.module != snap.state.module_hash:
             self._refused("invalid")
             return self._seal(Rejected(spec.task_id, Reason.MALFORMED, "the snapshot is not of the spec's module"))

@@ -12,15 +12,26 @@ receipt; the submitter verifies the receipt against the executor the handover na
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import wire
 from ..errors import EdgenodeError
+from ..identity import public_key_from_peer_id
+from ..net import MemoryBlobStore, Transport
 from ..protocol import InvalidReceipt, TaskSpec, VerifiedReceipt, verify_receipt
+from ..sandbox import Snapshot, open_snapshot
 
 __all__ = [
     "MIGRATE_PROTOCOL",
+    "SNAPSHOT_PROTOCOL",
+    "POLICY_CHECKPOINT_MS",
+    "MIN_CHECKPOINT_MS",
+    "SnapshotNote",
+    "SnapshotKeeper",
+    "checkpoint_ms",
     "CHECKPOINT_KIND",
     "RESUMED_KIND",
     "Handover",
@@ -32,6 +43,13 @@ __all__ = [
 MIGRATE_PROTOCOL = "/edgenode/migrate/1"
 """Direct stream: request a snapshot's id (sha256 hex; the receiver fetches the snapshot, signed by the
 sender, from the sender as a blob), answer a sealed receipt, Busy or Rejected."""
+SNAPSHOT_PROTOCOL = "/edgenode/snapshot/1"
+"""Direct stream, executor -> submitter: a sealed :class:`SnapshotNote`; the submitter fetches the
+snapshot from the executor as a blob before it answers (``ok``, or why not)."""
+POLICY_CHECKPOINT_MS = "checkpoint_ms"
+"""Spec policy key: take a snapshot every this many milliseconds and ship it to the submitter."""
+MIN_CHECKPOINT_MS = 100
+"""Shortest checkpoint interval an executor honours (a shorter one is raised to it)."""
 CHECKPOINT_KIND = "task_checkpoint"
 """Ledger entry kind: this executor checkpointed a task and handed it on (body: :class:`CheckpointRecord`)."""
 RESUMED_KIND = "task_resumed"
@@ -101,3 +119,99 @@ def verify_handover(
         return verify_receipt(msg.receipt, msg.executor, spec, sealed_spec_body, decrypt)
     except EdgenodeError as exc:
         raise InvalidReceipt(f"invalid receipt in a handover: {exc}") from exc
+
+
+@wire.message("task.snapshot_note", 1)
+@dataclass(frozen=True)
+class SnapshotNote:
+    """An executor tells the submitter it has a new snapshot of its task (fetch it by name)."""
+
+    task_id: str
+    snapshot: str
+    """sha256 hex of the snapshot's bytes."""
+
+
+def checkpoint_ms(spec: TaskSpec) -> int:
+    """The checkpoint interval a spec asks for (0: none), at least :data:`MIN_CHECKPOINT_MS`."""
+    raw = spec.policy.get(POLICY_CHECKPOINT_MS, "")
+    if not raw.isdigit() or len(raw) > 9 or int(raw) == 0:
+        return 0
+    return max(MIN_CHECKPOINT_MS, int(raw))
+
+
+log = logging.getLogger("edgenode.submitter")
+
+
+class SnapshotKeeper:
+    """The submitter's side of periodic checkpoints: the latest verified snapshot of each task it waits for.
+
+    :meth:`expect` names the executor a task was sent to and the sealed spec; :meth:`handle`
+    (the :data:`SNAPSHOT_PROTOCOL` handler) takes a note only from that executor, fetches the
+    snapshot from it, checks its signature (that executor) and its spec (the one sent), and
+    keeps it, served as a blob so that the next executor can fetch it. :meth:`forget` drops a
+    finished task's. At most ``max_tasks`` tasks are tracked.
+    """
+
+    def __init__(self, transport: Transport, blobs: MemoryBlobStore, max_tasks: int = 256) -> None:
+        self.transport = transport
+        self.blobs = blobs
+        self.max_tasks = max_tasks
+        self._expect: dict[str, tuple[str, bytes, int]] = {}  # task -> (executor, sealed spec, max pages)
+        self._latest: dict[str, Snapshot] = {}
+        self._busy: set[str] = set()
+        self.received = 0
+
+    def expect(self, task_id: str, executor: str, sealed_spec: bytes, memory_mb: int) -> None:
+        """Snapshots of ``task_id`` may now come from ``executor`` (only), for ``sealed_spec``."""
+        if task_id not in self._expect and len(self._expect) >= self.max_tasks:
+            return
+        self._expect[task_id] = (executor, sealed_spec, memory_mb << 4)
+
+    def latest(self, task_id: str) -> Snapshot | None:
+        """The latest snapshot kept for ``task_id``."""
+        return self._latest.get(task_id)
+
+    def forget(self, task_id: str) -> None:
+        """The task is over: drop what is kept for it."""
+        self._expect.pop(task_id, None)
+        snap = self._latest.pop(task_id, None)
+        if snap is not None:
+            self.blobs.discard(snap.id)
+
+    async def handle(self, sender: str, data: bytes) -> bytes:
+        """The :data:`SNAPSHOT_PROTOCOL` handler."""
+        try:
+            env, note = wire.open_as(SnapshotNote, data)
+        except EdgenodeError:
+            return b"malformed"
+        expected = self._expect.get(note.task_id)
+        if env.author_id != sender or expected is None or expected[0] != sender:
+            return b"unexpected"
+        if note.task_id in self._busy:
+            return b"busy"
+        self._busy.add(note.task_id)
+        try:
+            blob = await self.transport.fetch_blob(sender, note.snapshot, timeout=60.0)
+            snap = await asyncio.to_thread(open_snapshot, blob, max_pages=expected[2],
+                                           trusted={public_key_from_peer_id(sender)})
+        except EdgenodeError as exc:
+            log.info("snapshot not kept", extra={"task_id": note.task_id, "error": str(exc)})
+            return b"refused"
+        finally:
+            self._busy.discard(note.task_id)
+        if snap.state.spec != expected[1] or self._expect.get(note.task_id) != expected:
+            return b"refused"
+        old = self._latest.get(note.task_id)
+        if old is not None and old.state.fuel_used >= snap.state.fuel_used:
+            return b"stale"
+        self.blobs.put(snap.data)
+        self._latest[note.task_id] = snap
+        if old is not None:
+            self.blobs.discard(old.id)
+        self.received += 1
+        return b"ok"
+
+    def resume_request(self, snap: Snapshot) -> tuple[wire.Envelope, TaskSpec, bytes]:
+        """(spec envelope, spec, the :data:`MIGRATE_PROTOCOL` request) to resume ``snap`` elsewhere."""
+        env, spec = wire.open_as(TaskSpec, snap.state.spec)
+        return env, spec, snap.id.encode("ascii")

@@ -71,7 +71,14 @@ from ..security import (
     encrypt_for,
 )
 from ..wire import Signer
-from ._migrate import Handover, verify_handover
+from ._migrate import (
+    MIGRATE_PROTOCOL,
+    POLICY_CHECKPOINT_MS,
+    SNAPSHOT_PROTOCOL,
+    Handover,
+    SnapshotKeeper,
+    verify_handover,
+)
 from ._ports import Clock, SystemClock
 
 __all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
@@ -101,6 +108,9 @@ class TaskRequest:
     """Names of read-only data directories the task needs (granted by the executor's policy)."""
     ledger_payload: bool = False
     """Ask the executor to keep the plaintext input and output in its ledger (default: hashes only)."""
+    checkpoint_ms: int = 0
+    """Ask the executor of a task with safe points for a snapshot every this many ms, shipped here; when
+    the executor dies, the next one resumes from the latest (0: none; not with encryption or /data)."""
 
 
 @dataclass(frozen=True)
@@ -177,16 +187,20 @@ class Submitter:
         self._refreshed_ms: float | None = None
         """Monotonic time of the last refresh."""
         self._refreshing: asyncio.Task[list[Advert]] | None = None
+        self.snapshots = SnapshotKeeper(transport, self.blobs)
+        """Latest snapshots of running tasks that asked for periodic checkpoints."""
 
     # -- joining ------------------------------------------------------------------
     async def start(self) -> None:
         """Serve our blobs and follow adverts and bids (call once, after the transport started)."""
         if not self._served:
             self.transport.serve_blobs(self.blobs)
+            self.transport.serve(SNAPSHOT_PROTOCOL, self.snapshots.handle)
             self._served = True
             if self.guard is not None:
                 await self.guard.start(self.transport)
                 self.transport.serve(BLOB_PROTOCOL, self.guard.guard_blobs(self.blobs))
+                self.transport.serve(SNAPSHOT_PROTOCOL, self.guard.guard_handler("request", self.snapshots.handle))
             if self.follow_adverts:
                 self._bg.append(
                     asyncio.create_task(self._follow(self.transport.subscribe(ADVERT_TOPIC), self._on_advert))
@@ -320,7 +334,10 @@ class Submitter:
         # the tracker runs on monotonic time: its expiry is the spec's, measured from ``started``
         tracker = TaskTracker(task_id, candidates, int(started) + req.deadline_ms, attempt_ms, req.redundancy)
         answers: dict[str, VerifiedReceipt] = {}
-        done = await self._drive(tracker, task_id, req, expires, answers)
+        try:
+            done = await self._drive(tracker, task_id, req, expires, answers)
+        finally:
+            self.snapshots.forget(task_id)
         chosen = [answers[p] for p in done.agreeing]
         first = chosen[0].receipt
         return TaskOutcome(
@@ -392,6 +409,8 @@ class Submitter:
             policy[POLICY_DATA_DIRS] = ",".join(req.data_dirs)
         if req.ledger_payload:
             policy[POLICY_LEDGER_PAYLOAD] = "1"
+        if req.checkpoint_ms > 0 and not self.encrypt:
+            policy[POLICY_CHECKPOINT_MS] = str(req.checkpoint_ms)
         if self.encrypt and peer:
             assert isinstance(self.signer, Identity)
             data = encrypt_for(self.signer, public_key_from_peer_id(peer), req.input)
@@ -422,9 +441,17 @@ class Submitter:
         raise Unreachable(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
 
     async def _attempt(self, act: Assign, task_id: str, req: TaskRequest, expires: int) -> _Answer:
-        spec = self._spec(task_id, req, expires, act.attempt, act.peer)
-        sealed = wire.seal(self.signer, spec)
-        body = wire.to_bytes(spec)  # what the envelope signs, hence what the receipt's spec hash names
+        snap = self.snapshots.latest(task_id)
+        if snap is None:
+            spec = self._spec(task_id, req, expires, act.attempt, act.peer)
+            protocol, sealed = TASK_PROTOCOL, wire.seal(self.signer, spec)
+            body = wire.to_bytes(spec)  # what the envelope signs, hence what the receipt's spec hash names
+            if POLICY_CHECKPOINT_MS in spec.policy:
+                self.snapshots.expect(task_id, act.peer, sealed, spec.limits.memory_mb)
+        else:  # its executor died after a checkpoint: the next one resumes from the latest snapshot
+            env0, spec, sealed = self.snapshots.resume_request(snap)
+            protocol, body = MIGRATE_PROTOCOL, env0.body
+            self.snapshots.expect(task_id, act.peer, snap.state.spec, spec.limits.memory_mb)
         timeout = max(0.05, (act.deadline_ms - self._mono()) / 1000.0)
         self._pending[act.peer] += 1
         try:
@@ -432,7 +459,7 @@ class Submitter:
             if self.guard is not None:
                 await self.guard.require(act.peer)
             t0 = self.clock.monotonic_ms()
-            resp = await self.transport.request(act.peer, TASK_PROTOCOL, sealed, timeout=timeout)
+            resp = await self.transport.request(act.peer, protocol, sealed, timeout=timeout)
             self.rtt.observe(act.peer, self.clock.monotonic_ms() - t0)
         except Unreachable as exc:
             return _Answer(act.peer, None, Reason.UNREACHABLE, str(exc))

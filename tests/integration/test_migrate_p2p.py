@@ -109,3 +109,52 @@ def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
     assert kinds[-2:] == [RESUMED_KIND, RESULT_KIND]
     resumed = wire.from_bytes(ResumedRecord, own[-2].body or b"")
     assert resumed.snapshot == hop.snapshot and resumed.sender == victim.peer_id
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_resumes_from_the_last_snapshot(tmp_path: Path) -> None:
+    module = _migrate_wasm(tmp_path / "tasks")
+    (tmp_path / "in.txt").write_bytes(STDIN)
+    with Sandbox(SandboxConfig(max_fuel=FUEL)) as sb:
+        baseline = sb.run(sb.compile(module.read_bytes()), TaskIO(stdin=STDIN), Limits(FUEL, 30_000, 64))
+    first = NodeProc(tmp_path / "n0", configure=_config)
+    nodes = [first] + [NodeProc(tmp_path / f"n{i}", bootstrap=first.addrs, configure=_config) for i in (1, 2)]
+    submit = None
+    try:
+        cmd = [*EDGENODE, "submit", str(module), "--bootstrap", *[a for n in nodes for a in n.addrs],
+               "--stdin", str(tmp_path / "in.txt"), "--fuel", str(FUEL), "--timeout-ms", "30000",
+               "--memory-mb", "64", "--deadline-ms", "120000", "--checkpoint-ms", "500", "--json"]
+        submit = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline and submit.poll() is None:
+            victim = next((n for n in nodes if any((n.home / "cache").rglob("*.cwasm"))), None)
+            time.sleep(0.05)
+        assert victim is not None, "no node started the task"
+        time.sleep(4.0)  # several 500 ms checkpoints shipped to the submitter
+        victim.kill()  # SIGKILL: no drain, no handover
+        out, err = submit.communicate(timeout=180)
+        assert submit.returncode == EXIT_OK, err[-3000:]
+        res = json.loads(out.strip().splitlines()[-1])
+        assert res["status"] == "ok" and res["output"] == baseline.stdout.decode()
+        assert res["executor"] != victim.peer_id and res["attempts"] == 2
+    finally:
+        if submit is not None and submit.poll() is None:
+            submit.kill()
+            submit.communicate(timeout=30)
+        for n in nodes:
+            if n is not victim:
+                n.terminate(timeout=120)
+    _, victim_entries = asyncio.run(_entries(victim.home))
+    shipped = {e.hash: wire.from_bytes(CheckpointRecord, e.body or b"") for e in victim_entries
+               if e.kind == CHECKPOINT_KIND and e.author == victim_entries[0].author}
+    finisher = next(n for n in nodes if n.peer_id == res["executor"])
+    ok_b, finisher_entries = asyncio.run(_entries(finisher.home))
+    (resumed,) = [wire.from_bytes(ResumedRecord, e.body or b"") for e in finisher_entries if e.kind == RESUMED_KIND]
+    assert ok_b and resumed.sender == victim.peer_id
+    by_snapshot = {h.snapshot: h for h in shipped.values()}
+    assert resumed.snapshot in by_snapshot  # the victim recorded the snapshot it took before shipping it
+    # At most one checkpoint interval of work lost: the resumed snapshot is the last or the one before
+    # (a snapshot taken just before the kill may not have reached the submitter).
+    fuels = sorted(h.fuel_used for h in shipped.values())
+    assert resumed.fuel_used in fuels[-2:] and resumed.fuel_used > 0

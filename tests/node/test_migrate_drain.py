@@ -91,3 +91,35 @@ async def test_drain_hands_a_running_task_to_another_executor(
     assert resumed.snapshot == hop.snapshot and resumed.sender == first.peer_id
     assert result.fuel_used >= baseline.fuel_used and (out.receipts[0].entry.hash == later[-1].hash)
     assert (await verify_store(first.store)).ok and (await verify_store(second.store)).ok
+
+
+async def test_a_crashed_executor_loses_at_most_one_checkpoint_interval(
+    swarm_factory: SwarmFactory, migrate_wasm: bytes
+) -> None:
+    sw = await swarm_factory(2)
+    baseline = sw.sandbox.run(sw.sandbox.compile(migrate_wasm), TaskIO(stdin=STDIN),
+                              Limits(LIMITS.fuel, LIMITS.timeout_ms, LIMITS.memory_mb))
+    sub = await sw.client()
+    module = sub.add_module(migrate_wasm)
+    job = asyncio.create_task(sub.submit(TaskRequest("wasm", module, input=STDIN, limits=LIMITS,
+                                                     deadline_ms=60_000, checkpoint_ms=100)))
+    for _ in range(2000):  # bounded: at most 20 s for two snapshots to arrive
+        if sub.snapshots.received >= 2 or job.done():
+            break
+        await asyncio.sleep(0.01)
+    assert sub.snapshots.received >= 2, "no snapshots arrived"
+    victim = next(n for n in sw.nodes if n.executor.migratable_running())
+    other = next(n for n in sw.nodes if n is not victim)
+    sw.net.crash(victim.peer_id)  # as kill -9 looks to the others
+    out = await asyncio.wait_for(job, 60)
+    assert out.ok and out.output == baseline.stdout
+    assert out.executor == other.peer_id and out.attempts == 2
+    later = await _entries(other)  # the resumed run ships its own snapshots too (task_checkpoint entries)
+    assert later[-1].kind == RESULT_KIND
+    (resumed,) = [wire.from_bytes(ResumedRecord, e.body or b"") for e in later if e.kind == RESUMED_KIND]
+    assert resumed.sender == victim.peer_id and resumed.fuel_used > 0  # work kept, not redone
+    shipped = [wire.from_bytes(CheckpointRecord, e.body or b"") for e in await _entries(victim)
+               if e.kind == CHECKPOINT_KIND]
+    assert resumed.snapshot in {h.snapshot for h in shipped}
+    assert all(h.to == sub.transport.peer_id for h in shipped)
+    assert (await verify_store(other.store)).ok
