@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["emit", "percentile", "median", "start_node", "stop_nodes", "proc_cpu_s", "load_avg"]
+__all__ = ["emit", "percentile", "median", "start_node", "stop_nodes", "proc_cpu_s", "load_avg", "run_child"]
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -47,6 +47,19 @@ def emit(name: str, value: float, unit: str, **params: Any) -> None:
     """Print one figure as a JSON line: name, value, unit, params."""
     sys.stdout.write(json.dumps({"name": name, "value": value, "unit": unit, "params": params}, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+def run_child(script: str, payload: str, marker: str, timeout: float) -> dict[str, Any]:
+    """Run ``python SCRIPT --child PAYLOAD`` and return the JSON after ``MARKER `` on its stdout
+    (a scenario run in a fresh process: its own peak RSS, no state left from the last one)."""
+    proc = subprocess.run(
+        [sys.executable, script, "--child", payload], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith(marker + " "):
+            res: dict[str, Any] = json.loads(line[len(marker) + 1 :])
+            return res
+    raise RuntimeError(f"child run failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
 
 
 def start_node(

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import tomllib
@@ -28,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import emit
+from _common import emit, run_child
 
 from simnet import default_scenario, parse_scenario, run_scenario
 from simnet._swarm import make_backend
@@ -62,15 +61,7 @@ def _child(table: str) -> None:
 
 
 def _run_child(table: dict[str, Any], timeout: float) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(table)],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-    for line in proc.stdout.splitlines():
-        if line.startswith("SIMNET-RESULT "):
-            res: dict[str, Any] = json.loads(line[len("SIMNET-RESULT ") :])
-            return res
-    raise RuntimeError(f"scenario failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    return run_child(__file__, json.dumps(table), "SIMNET-RESULT", timeout)
 
 
 LIBP2P_SCENARIO = Path(__file__).resolve().parents[1] / "examples" / "scenarios" / "libp2p100.toml"

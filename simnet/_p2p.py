@@ -278,7 +278,7 @@ class P2PSwarm(_SwarmBase):
         answers = await asyncio.gather(*(h.call({"op": "collect"}, 120.0) for h in self.groups))
         for h, ans in zip(self.groups, answers, strict=True):
             rows.extend(ans["ledgers"])
-            h.placement["peak_rss_mb"] = ans["peak_rss_mb"]
+            h.placement.update(peak_rss_mb=ans["peak_rss_mb"], cpu_s=ans["cpu_s"], written_mb=ans["written_mb"])
         drops: Counter[str] = Counter()
         byz: Counter[str] = Counter()
         ledgers = []

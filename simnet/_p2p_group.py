@@ -18,7 +18,8 @@ stdin; the Ray actor (:mod:`simnet._ray`) gets them as actor calls.  The command
 * ``{"op": "degrade", "nodes": [...], "latency_ms": x, "loss": p}`` / ``{"op": "restore", "nodes": [...]}``;
 * ``{"op": "byzantine", "nodes": [...], "behaviour": "...", "targets": [peer ids]}``;
 * ``{"op": "progress"}``: nodes up, tasks executed, this process's RSS;
-* ``{"op": "collect"}``: every node's audited ledger and counters, and the peak RSS;
+* ``{"op": "collect"}``: every node's audited ledger and counters, the process's peak RSS, CPU
+  seconds and bytes written;
 * ``{"op": "stop"}``: stops every node.
 
 Each gossip probe a node receives is passed to ``on_probe(msg_id, peer_id)``.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import resource
 import shutil
@@ -90,6 +92,18 @@ def quiet_gossipsub_warnings() -> None:
 def peak_rss_mb() -> float:
     """This process's peak resident set size, in MB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_usage() -> dict[str, float]:
+    """This process's CPU seconds (user + system, every thread) and bytes written by write()
+    calls (sockets and files alike: an upper bound of what its hosts sent), from /proc."""
+    cpu = sum(os.times()[:2])
+    written = 0.0
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with open("/proc/self/io") as f:
+            fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        written = float(fields["wchar"])
+    return {"cpu_s": round(cpu, 2), "written_mb": round(written / 1e6, 2)}
 
 
 def _rss_mb() -> float:
@@ -344,7 +358,7 @@ class NodeGroup:
                     "counters": node.transport.counters, "executor": counts, "byz": byz,
                 }
             )  # fmt: skip
-        return {"ledgers": out, "peak_rss_mb": round(peak_rss_mb(), 1)}
+        return {"ledgers": out, "peak_rss_mb": round(peak_rss_mb(), 1), **process_usage()}
 
     async def stop(self) -> None:
         if self._stopped:

@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -38,19 +40,23 @@ async def _echo(sender: str, data: bytes) -> bytes:
     return data
 
 
-def _gated(net: MemNetwork, *names: str) -> list[GatedTransport]:
+@asynccontextmanager
+async def _gated(net: MemNetwork, *names: str) -> AsyncIterator[list[GatedTransport]]:
+    """Gated memnet nodes serving ``/echo``, started, and stopped on exit."""
     out = [GatedTransport(net.add_node(_ident(n))) for n in names]
-    for t in out:
-        t.serve("/echo", _echo)
-    return out
+    try:
+        for t in out:
+            t.serve("/echo", _echo)
+            await t.start()
+        yield out
+    finally:
+        for t in out:
+            await t.stop()
 
 
 async def test_partition_refuses_requests_and_dials_both_ways_then_heals() -> None:
     net = MemNetwork(7)
-    a, b = _gated(net, "a", "b")
-    for t in (a, b):
-        await t.start()
-    try:
+    async with _gated(net, "a", "b") as (a, b):
         net.wire(a.peer_id, b.peer_id)
         assert await b.request(a.peer_id, "/echo", b"hi") == b"hi"
         await a.block(frozenset({b.peer_id}))
@@ -67,26 +73,20 @@ async def test_partition_refuses_requests_and_dials_both_ways_then_heals() -> No
         assert a.heal() == {b.peer_id} and a.blocked == frozenset()
         net.wire(a.peer_id, b.peer_id)
         assert await b.request(a.peer_id, "/echo", b"again") == b"again"
-    finally:
-        for t in (a, b):
-            await t.stop()
 
 
 async def test_gossip_from_the_other_side_is_not_delivered_even_when_relayed() -> None:
-    net = MemNetwork(9)
-    a, relay, b = _gated(net, "a", "relay", "b")
-    for t in (a, relay, b):
-        await t.start()
     validated: list[str] = []
 
     def note(sender: str, data: bytes) -> bool:
         validated.append(sender)
         return True
 
-    a.set_validator("t", note)
-    sub_a = a.subscribe("t")
-    sub_relay = relay.subscribe("t")
-    try:
+    net = MemNetwork(9)
+    async with _gated(net, "a", "relay", "b") as (a, relay, b):
+        a.set_validator("t", note)
+        sub_a = a.subscribe("t")
+        sub_relay = relay.subscribe("t")
         net.wire(a.peer_id, relay.peer_id)
         net.wire(relay.peer_id, b.peer_id)
         await a.block(frozenset({b.peer_id}))  # a's side: b only (the relay is not cut off)
@@ -97,39 +97,30 @@ async def test_gossip_from_the_other_side_is_not_delivered_even_when_relayed() -
         first = await asyncio.wait_for(sub_a.__anext__(), WAIT)
         assert first.data == b"from-relay"  # ... and a only the relay's own
         assert b.peer_id not in validated  # refused before a's own validator saw it
-    finally:
         await sub_a.aclose()
         await sub_relay.aclose()
-        for t in (a, relay, b):
-            await t.stop()
 
 
 def test_degraded_node_adds_its_link_delay_to_requests_it_sends_and_serves() -> None:
-    async def run() -> tuple[float, float, float]:
-        net = MemNetwork(8)
-        a, b = _gated(net, "a", "b")
-        for t in (a, b):
-            await t.start()
-        try:
-            net.wire(a.peer_id, b.peer_id)
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            await a.request(b.peer_id, "/echo", b"x")
-            base = loop.time() - t0
-            a.degrade(latency_ms=150.0, loss=1.0)  # every request also waits one retransmission
-            t0 = loop.time()
-            await a.request(b.peer_id, "/echo", b"x")
-            sent = loop.time() - t0
-            t0 = loop.time()
-            await b.request(a.peer_id, "/echo", b"x")
-            served = loop.time() - t0
-            a.restore()
-            return base, sent, served
-        finally:
-            for t in (a, b):
-                await t.stop()
+    async def timed(t: GatedTransport, peer: str) -> float:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await t.request(peer, "/echo", b"x")
+        return loop.time() - t0
 
-    base, sent, served = run_virtual(run())  # virtual time: delays are exact, nothing waits
+    async def measure() -> tuple[float, float, float]:
+        net = MemNetwork(8)
+        async with _gated(net, "a", "b") as (a, b):
+            net.wire(a.peer_id, b.peer_id)
+            base = await timed(a, b.peer_id)
+            a.degrade(latency_ms=150.0, loss=1.0)  # every request also waits one retransmission
+            sent = await timed(a, b.peer_id)
+            served = await timed(b, a.peer_id)
+            a.restore()
+            assert await timed(a, b.peer_id) == pytest.approx(base, abs=1e-6)
+            return base, sent, served
+
+    base, sent, served = run_virtual(measure())  # virtual time: delays are exact, nothing waits
     assert sent - base == pytest.approx(2 * 0.150 + RETRANSMIT_S, abs=1e-6)
     assert served - base == pytest.approx(2 * 0.150 + RETRANSMIT_S, abs=1e-6)
 
