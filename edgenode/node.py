@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -57,6 +58,7 @@ from .scheduler import Admission, AdvertTable, PlacementRequest, RttTable, make_
 from .security import SwarmGuard
 from .tasks import (
     MIGRATE_PROTOCOL,
+    MOVE_PROTOCOL,
     SNAPSHOT_PROTOCOL,
     AdmissionHook,
     ChainWriter,
@@ -64,6 +66,8 @@ from .tasks import (
     DrainReport,
     Executor,
     InferEngine,
+    MoveDone,
+    MoveOrder,
     ReplayStore,
     SnapshotNote,
     SystemClock,
@@ -185,6 +189,7 @@ class Node:
         t.serve_blobs(self.blobs)
         t.serve(TASK_PROTOCOL, self.executor.handle)
         t.serve(MIGRATE_PROTOCOL, self.executor.handle_migrate)
+        t.serve(MOVE_PROTOCOL, self._handle_move)
         t.serve(STATUS_PROTOCOL, self._handle_status)
         t.serve(LEDGER_PROTOCOL, self._handle_ledger)
         if g is not None:
@@ -246,8 +251,11 @@ class Node:
                                         "unqueued": report.unqueued, "handed_back": report.handed_back})
         return report
 
-    async def migrate_task(self, snap: Snapshot, to: Sequence[str] = ()) -> tuple[str, bytes]:
-        """Hand a checkpointed task to another executor: ``to`` in order, else the best three by placement.
+    async def migrate_task(
+        self, snap: Snapshot, to: Sequence[str] = (), requires: Sequence[str] = ()
+    ) -> tuple[str, bytes]:
+        """Hand a checkpointed task to another executor: ``to`` in order, else the best three by placement
+        among those advertising ``requires`` too (e.g. ``arch:aarch64``).
 
         The snapshot is served as a blob (named by its sha256) while the chosen executor fetches it.
         Returns (that executor's peer id, its sealed receipt); ``NoExecutor`` when no one took it.
@@ -256,8 +264,11 @@ class Node:
         peers = list(to)
         left_ms = max(1, snap.state.limits[1] - snap.state.elapsed_ms)
         if not peers:
+            req = PlacementRequest(("wasm", *requires), float(left_ms))
             live = [a for a in self.adverts.live(now) if a.peer_id != self.peer_id]
-            peers = [c.peer for c in place(PlacementRequest(("wasm",), float(left_ms)), live, RttTable())][:3]
+            peers = [c.peer for c in place(req, live, RttTable())][:3]
+            if not peers:  # no candidate known (yet): ask the connected peers for their adverts
+                peers = [c.peer for c in place(req, await self._ask_adverts(), RttTable())][:3]
         why: list[str] = []
         digest = self.blobs.put(snap.data)
         try:
@@ -277,6 +288,24 @@ class Node:
             self.blobs.discard(digest)
         raise NoExecutor("no executor took the task: " + ("; ".join(why) or "no candidate"))
 
+    async def _handle_move(self, sender: str, data: bytes) -> bytes:
+        """The :data:`MOVE_PROTOCOL` handler: an operator (holding this node's key) moves a running task."""
+        try:
+            env, order = wire.open_as(MoveOrder, data)
+        except EdgenodeError as exc:
+            return wire.seal(self.identity, MoveDone("", False, "", f"malformed order: {exc}"))
+        if env.author != self.identity.public_key or abs(order.issued_ms - self.clock.now_ms()) > 60_000:
+            return wire.seal(self.identity, MoveDone(order.task_id, False, "", "not signed by this node's key now"))
+        done = self.executor.move(order.task_id, order.to, order.requires)
+        if done is None:
+            detail = "no running task with safe points has this id here"
+            return wire.seal(self.identity, MoveDone(order.task_id, False, "", detail))
+        try:
+            peer = await asyncio.wait_for(done, timeout=600.0)
+        except (EdgenodeError, TimeoutError) as exc:
+            return wire.seal(self.identity, MoveDone(order.task_id, False, "", f"not moved: {exc}"))
+        return wire.seal(self.identity, MoveDone(order.task_id, True, peer, "moved"))
+
     async def ship_snapshot(self, peer: str, task_id: str, snap: Snapshot) -> None:
         """Send a periodic snapshot of a task to ``peer`` (its submitter): a note, then ``peer`` fetches it."""
         digest = self.blobs.put(snap.data)
@@ -287,6 +316,24 @@ class Node:
             self.blobs.discard(digest)
         if answer != b"ok":
             raise RemoteError(f"the submitter did not keep the snapshot: {answer[:40]!r}")
+
+    async def _ask_adverts(self) -> list[Advert]:
+        """The connected peers' own adverts, asked now (a STATUS request each, a few seconds at most)."""
+        targets = [p for p in self.transport.peers() if p != self.peer_id]
+        req = wire.seal(self.identity, StatusRequest(os.urandom(8)))
+        answers = await asyncio.gather(*(self.transport.request(p, STATUS_PROTOCOL, req, timeout=3.0)
+                                         for p in targets), return_exceptions=True)
+        out: list[Advert] = []
+        for peer, res in zip(targets, answers, strict=True):
+            if not isinstance(res, bytes):
+                continue
+            try:
+                env, reply = wire.open_as(StatusReply, res)
+            except RemoteError:
+                continue
+            if env.author_id == peer and reply.advert.peer_id == peer:
+                out.append(reply.advert)
+        return out
 
     async def _dial(self, peer: str) -> None:
         """Connect to ``peer`` through its advertised addresses unless connected."""

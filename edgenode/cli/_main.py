@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "edgenode.cli._init",
     "edgenode.cli._run",
     "edgenode.cli._submit",
+    "edgenode.cli._migrate",
     "edgenode.cli._exec",
     "edgenode.cli._models",
     "edgenode.cli._ledger",

@@ -6,14 +6,18 @@ from ._infer import RegistryEngine, npy_bytes, npy_load
 from ._migrate import (
     CHECKPOINT_KIND,
     MIGRATE_PROTOCOL,
+    MOVE_PROTOCOL,
     POLICY_CHECKPOINT_MS,
     RESUMED_KIND,
     SNAPSHOT_PROTOCOL,
     CheckpointRecord,
     Handover,
+    MoveDone,
+    MoveOrder,
     ResumedRecord,
     SnapshotKeeper,
     SnapshotNote,
+    arch_capability,
 )
 from ._ports import AdmissionHook, Clock, InferEngine, SystemClock, WasmEngine
 from ._replay import REPLAY_DB, MemoryReplayStore, ReplayStore, SqliteReplayStore
@@ -23,6 +27,10 @@ __all__ = [
     "CHECKPOINT_KIND",
     "MIGRATE_PROTOCOL",
     "RESUMED_KIND",
+    "MOVE_PROTOCOL",
+    "MoveDone",
+    "MoveOrder",
+    "arch_capability",
     "POLICY_CHECKPOINT_MS",
     "SNAPSHOT_PROTOCOL",
     "CheckpointRecord",

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from ledger import MAX_BODY_BYTES
 
 from .. import wire
 from ..config import LedgerSection, TablesSection
-from ..errors import EdgenodeError, SignatureError
+from ..errors import EdgenodeError, LocalError, SignatureError
 from ..identity import Identity, peer_id_from_public_key, public_key_from_peer_id
 from ..net import Transport
 from ..protocol import (
@@ -54,7 +54,15 @@ from ..security import (
 )
 from ..wire import Signer
 from ._chain import ChainWriter
-from ._migrate import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, Handover, ResumedRecord, checkpoint_ms
+from ._migrate import (
+    CHECKPOINT_KIND,
+    RESUMED_KIND,
+    CheckpointRecord,
+    Handover,
+    ResumedRecord,
+    arch_capability,
+    checkpoint_ms,
+)
 from ._ports import AdmissionHook, Clock, InferEngine, WasmEngine
 from ._replay import MemoryReplayStore, ReplayStore
 
@@ -105,7 +113,7 @@ class Executor:
         tables: TablesSection | None = None,
         replay_store: ReplayStore | None = None,
         ledger: LedgerSection | None = None,
-        migrate: Callable[[Snapshot], Awaitable[tuple[str, bytes]]] | None = None,
+        migrate: Callable[[Snapshot, Sequence[str], Sequence[str]], Awaitable[tuple[str, bytes]]] | None = None,
         ship: Callable[[str, str, Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         self.signer = signer
@@ -142,8 +150,10 @@ class Executor:
         self._handing_back = False
         self.closing = False
         self.migrate = migrate
-        """Hands a checkpointed task to another executor: (its peer id, its sealed receipt); raises
-        ``EdgenodeError`` when none takes it. ``None``: tasks are not checkpointed on drain."""
+        """Hands a checkpointed task to another executor (``snapshot, to, requires``): (its peer id, its
+        sealed receipt); raises ``EdgenodeError`` when none takes it. ``None``: tasks do not move."""
+        self._moves: dict[str, tuple[Sequence[str], Sequence[str], asyncio.Future[str]]] = {}
+        """Ordered moves (:meth:`move`): task id -> (executors, capabilities, the future of who took it)."""
         self.ship = ship
         """Sends a periodic snapshot to a peer: (peer, task id, snapshot); ``None``: no periodic checkpoints."""
         self._shipping: dict[str, asyncio.Task[None]] = {}
@@ -157,6 +167,7 @@ class Executor:
         caps: list[str] = []
         if self.wasm is not None:
             caps.append(KIND_WASM)
+            caps.append(arch_capability())
         if self.infer is not None:
             caps.append(KIND_INFER)
             caps += [f"model:{m}" for m in self.infer.models()]
@@ -379,13 +390,20 @@ class Executor:
             sender, spec, grant, env=env, resume=resume, stopped=stopped
         )
         s_hash = spec_hash(env.body)
-        if stopped:  # checkpointed by drain(): the task moves on
+        while stopped:  # checkpointed (drain, or an ordered move): the task moves on
             if me is not None:
                 self._moving[me] = spec.expires_ms  # type: ignore[index]
             try:
-                return await self._hand_over(env, spec, s_hash, stopped[0])
+                moved = await self._hand_over(env, spec, s_hash, stopped[0])
             finally:
                 self._moving.pop(me, None)  # type: ignore[arg-type]
+            if moved is not None or self.closing:
+                return moved or self._seal(Busy(spec.task_id, Reason.STOPPING, "handed back: node stopping",
+                                                _RETRY_MS))
+            resume, stopped = stopped[0], []  # no one took it and this node goes on: resume it here
+            status, exit_code, output, stderr, fuel, wall = await self._execute(
+                sender, spec, grant, env=env, resume=resume, stopped=stopped
+            )
         if resume is not None:
             resumed = ResumedRecord(spec.task_id, s_hash, resume.id, resume.state.fuel_used,
                                     peer_id_from_public_key(resume.author))
@@ -529,11 +547,16 @@ class Executor:
             self._runs[key] = run
             if self.closing:
                 run.request_checkpoint(stop=True)
+        result: RunResult | None = None
         try:
-            result: RunResult = await _blocking(wasm, run.start)
+            result = await _blocking(wasm, run.start)
             return result
         finally:
             self._runs.pop(key, None)
+            if result is None or result.snapshot is None or str(result.status) != "checkpointed":
+                _to, _requires, done = self._moves.pop(spec.task_id, ((), (), None))
+                if done is not None and not done.done():
+                    done.set_exception(LocalError("the task ended before it reached a safe point"))
 
     def _shipper(self, peer: str, spec: TaskSpec, s_hash: str) -> Callable[[Snapshot], None]:
         """An ``on_snapshot`` callback (the task's thread) that ships each snapshot to ``peer`` from the loop.
@@ -567,17 +590,22 @@ class Executor:
             if self._shipping.get(spec.task_id) is asyncio.current_task():
                 self._shipping.pop(spec.task_id, None)
 
-    async def _hand_over(self, env: wire.Envelope, spec: TaskSpec, s_hash: str, snap: Snapshot) -> bytes:
-        """Send a checkpointed task to another executor; answer the submitter with its receipt, in a handover."""
-        busy = self._seal(Busy(spec.task_id, Reason.STOPPING, "handed back: node stopping", _RETRY_MS))
+    async def _hand_over(self, env: wire.Envelope, spec: TaskSpec, s_hash: str, snap: Snapshot) -> bytes | None:
+        """Send a checkpointed task to another executor; answer the submitter with its receipt, in a
+        handover (``None`` when no executor took it)."""
+        to, requires, done = self._moves.pop(spec.task_id, ((), (), None))
         if self.migrate is None:
-            return busy
+            return None
         try:
-            peer, answer = await self.migrate(snap)
+            peer, answer = await self.migrate(snap, to, requires)
         except EdgenodeError as exc:
             log.warning("task not migrated", extra={"task_id": spec.task_id, "error": str(exc)})
             self.counts["migrate_failed"] += 1
-            return busy
+            if done is not None and not done.done():
+                done.set_exception(exc)
+            return None
+        if done is not None and not done.done():
+            done.set_result(peer)
         record = CheckpointRecord(spec.task_id, s_hash, snap.id, snap.state.fuel_used, peer)
         try:
             await self.chain.append(CHECKPOINT_KIND, wire.to_bytes(record))
@@ -620,6 +648,21 @@ class Executor:
             return self._seal(Rejected(spec.task_id, Reason.MALFORMED, "the snapshot is not of the spec's module"))
         self.counts["resumed"] += 1
         return await self.handle(env.author_id, snap.state.spec, resume=snap)
+
+    def move(self, task_id: str, to: Sequence[str] = (), requires: Sequence[str] = ()) -> asyncio.Future[str] | None:
+        """Move a running task with safe points to another executor (``to`` in order, else placement
+        among those advertising ``requires``); ``None`` when no such task runs here.
+
+        The future gives the peer that took it, or the ``EdgenodeError`` why none did (the task
+        then goes on here, from its snapshot).
+        """
+        run = next((r for (_author, tid), r in self._runs.items() if tid == task_id), None)
+        if run is None or self.migrate is None or task_id in self._moves:
+            return None
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._moves[task_id] = (tuple(to), tuple(requires), done)
+        run.request_checkpoint(stop=True)
+        return done
 
     def migratable_running(self) -> int:
         """Running tasks that drain() would checkpoint and move."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,10 @@ from ..sandbox import Snapshot, open_snapshot
 
 __all__ = [
     "MIGRATE_PROTOCOL",
+    "MOVE_PROTOCOL",
+    "MoveOrder",
+    "MoveDone",
+    "arch_capability",
     "SNAPSHOT_PROTOCOL",
     "POLICY_CHECKPOINT_MS",
     "MIN_CHECKPOINT_MS",
@@ -43,6 +48,9 @@ __all__ = [
 MIGRATE_PROTOCOL = "/edgenode/migrate/1"
 """Direct stream: request a snapshot's id (sha256 hex; the receiver fetches the snapshot, signed by the
 sender, from the sender as a blob), answer a sealed receipt, Busy or Rejected."""
+MOVE_PROTOCOL = "/edgenode/move/1"
+"""Direct stream, operator -> node: a :class:`MoveOrder` sealed with the node's own key; answer a sealed
+:class:`MoveDone` once the task has moved (or why not)."""
 SNAPSHOT_PROTOCOL = "/edgenode/snapshot/1"
 """Direct stream, executor -> submitter: a sealed :class:`SnapshotNote`; the submitter fetches the
 snapshot from the executor as a blob before it answers (``ok``, or why not)."""
@@ -215,3 +223,38 @@ class SnapshotKeeper:
         """(spec envelope, spec, the :data:`MIGRATE_PROTOCOL` request) to resume ``snap`` elsewhere."""
         env, spec = wire.open_as(TaskSpec, snap.state.spec)
         return env, spec, snap.id.encode("ascii")
+
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
+
+
+def arch_capability(machine: str | None = None) -> str:
+    """The capability an executor advertises for its CPU: ``arch:x86_64``, ``arch:aarch64``..."""
+    m = (machine or platform.machine()).lower()
+    return f"arch:{_ARCH_ALIASES.get(m, m)}"
+
+
+@wire.message("task.move_order", 1)
+@dataclass(frozen=True)
+class MoveOrder:
+    """Move a running task elsewhere (``edgenode migrate``): valid only sealed with the node's own key."""
+
+    task_id: str
+    to: tuple[str, ...]
+    """Executors to offer it to, in order (empty: placement chooses)."""
+    requires: tuple[str, ...]
+    """Capabilities the new executor must advertise, e.g. ``arch:aarch64``."""
+    issued_ms: int
+    """Unix ms; a node refuses an order more than a minute off its clock."""
+
+
+@wire.message("task.move_done", 1)
+@dataclass(frozen=True)
+class MoveDone:
+    """A node's answer to a :class:`MoveOrder`."""
+
+    task_id: str
+    moved: bool
+    executor: str
+    """The executor that finished the task (empty when it did not move)."""
+    detail: str

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _swarm_procs import EDGENODE, NodeProc, env
+from _swarm_procs import EDGENODE, NodeProc, cli, env
 
 from edgenode import wire
-from edgenode.cli._common import EXIT_OK
+from edgenode.cli._common import EXIT_NO_EXECUTOR, EXIT_OK
 from edgenode.protocol import RESULT_KIND, Receipt
 from edgenode.sandbox import Limits, Sandbox, SandboxConfig, TaskIO, have_wasm_opt
 from edgenode.tasks import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, ResumedRecord
@@ -83,7 +83,10 @@ def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
             victim = next((n for n in nodes if any((n.home / "cache").rglob("*.cwasm"))), None)
             time.sleep(0.05)
         assert victim is not None, "no node started the task"
-        time.sleep(1.0)  # let it run a while (work that must not be lost)
+        # `edgenode migrate` is signed with the node's key: an unknown task is not moved (exit 6).
+        nope = cli("migrate", "00" * 12, "--home", str(victim.home), "--node", victim.addrs[0], "--json")
+        assert nope.returncode == EXIT_NO_EXECUTOR and not json.loads(nope.stdout)["moved"], nope.stderr
+        time.sleep(0.5)  # let it run a while (work that must not be lost)
         assert victim.terminate(timeout=120) == 0
         out, err = submit.communicate(timeout=180)
         assert submit.returncode == EXIT_OK, err[-3000:]

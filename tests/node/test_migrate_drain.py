@@ -14,13 +14,26 @@ from pathlib import Path
 import pytest
 
 from edgenode import wire
+from edgenode.identity import Identity
 from edgenode.node import Node
 from edgenode.protocol import RESULT_KIND, TaskLimits, TaskRecord
 from edgenode.sandbox import Limits, TaskIO, have_wasm_opt
-from edgenode.tasks import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, ResumedRecord, TaskRequest
+from edgenode.tasks import (
+    CHECKPOINT_KIND,
+    MOVE_PROTOCOL,
+    RESUMED_KIND,
+    CheckpointRecord,
+    MoveDone,
+    MoveOrder,
+    ResumedRecord,
+    Submitter,
+    TaskOutcome,
+    TaskRequest,
+    arch_capability,
+)
 from ledger import Entry, verify_store
 
-from .conftest import SwarmFactory
+from .conftest import Swarm, SwarmFactory
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -123,3 +136,60 @@ async def test_a_crashed_executor_loses_at_most_one_checkpoint_interval(
     assert resumed.snapshot in {h.snapshot for h in shipped}
     assert all(h.to == sub.transport.peer_id for h in shipped)
     assert (await verify_store(other.store)).ok
+
+
+async def _start_long_task(sw: Swarm, migrate_wasm: bytes) -> tuple[asyncio.Task[TaskOutcome], Submitter, Node]:
+    sub = await sw.client()
+    module = sub.add_module(migrate_wasm)
+    job = asyncio.create_task(sub.submit(TaskRequest("wasm", module, input=STDIN, limits=LIMITS,
+                                                     deadline_ms=60_000)))
+    for _ in range(2000):  # bounded: at most 20 s for the task to start somewhere
+        running = [n for n in sw.nodes if n.executor.migratable_running()]
+        if running or job.done():
+            break
+        await asyncio.sleep(0.01)
+    assert running, "the task never ran"
+    return job, sub, running[0]
+
+
+async def _order(sub: Submitter, node: Node, order: MoveOrder, signer: Identity) -> MoveDone:
+    answer = await sub.transport.request(node.peer_id, MOVE_PROTOCOL, wire.seal(signer, order), timeout=60)
+    env, done = wire.open_as(MoveDone, answer)
+    assert env.author_id == node.peer_id
+    return done
+
+
+def _task_id(node: Node) -> str:
+    (key,) = node.executor._runs
+    return key[1]
+
+
+async def test_an_ordered_move_to_an_architecture(swarm_factory: SwarmFactory, migrate_wasm: bytes) -> None:
+    sw = await swarm_factory(2)
+    job, sub, first = await _start_long_task(sw, migrate_wasm)
+    second = next(n for n in sw.nodes if n is not first)
+    task_id = _task_id(first)
+    now = first.clock.now_ms()
+    stranger = await _order(sub, first, MoveOrder(task_id, (), (), now), Identity.generate())
+    assert not stranger.moved and "key" in stranger.detail
+    here = arch_capability()
+    assert here in first.executor.capabilities()
+    done = await _order(sub, first, MoveOrder(task_id, (), (here,), now), first.identity)
+    assert done.moved and done.executor == second.peer_id, done
+    out = await asyncio.wait_for(job, 60)
+    assert out.ok and out.executor == second.peer_id and out.attempts == 1
+    assert first.running  # an ordered move leaves the node running
+
+
+async def test_a_move_nobody_takes_goes_on_where_it_was(swarm_factory: SwarmFactory, migrate_wasm: bytes) -> None:
+    sw = await swarm_factory(2)
+    baseline = sw.sandbox.run(sw.sandbox.compile(migrate_wasm), TaskIO(stdin=STDIN),
+                              Limits(LIMITS.fuel, LIMITS.timeout_ms, LIMITS.memory_mb))
+    job, sub, first = await _start_long_task(sw, migrate_wasm)
+    order = MoveOrder(_task_id(first), (), (arch_capability("riscv64"),), first.clock.now_ms())
+    done = await _order(sub, first, order, first.identity)
+    assert not done.moved and "no executor" in done.detail
+    out = await asyncio.wait_for(job, 60)
+    assert out.ok and out.output == baseline.stdout and out.executor == first.peer_id
+    kinds = [e.kind for e in await _entries(first)]
+    assert kinds[-2:] == [RESUMED_KIND, RESULT_KIND]  # resumed here from its own snapshot
