@@ -3,7 +3,7 @@
 :class:`_SwarmBase` holds the scenario, the fault schedule, the executors' ids and
 the submitters (real :class:`edgenode.tasks.Submitter` objects), and submits the
 workload through them.  :class:`simnet._swarm.MemSwarm` adds memnet and in-process
-nodes; :class:`simnet._p2p.P2PSwarm` adds libp2p worker processes.
+nodes; :class:`simnet._p2p.P2PSwarm` adds real libp2p nodes in groups (worker processes or Ray actors).
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from simnet._swarm import make_backend  # noqa: E402
 from tests.simnet._checks import assert_invariants_hold  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "libp2p100.toml"
+UNRAISABLE = "pytest.PytestUnraisableExceptionWarning"
+"""What pytest turns a warning raised in a finalizer into."""
 RAY_NODE: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "node_ip_address": "127.0.0.1"}
 
 
@@ -54,7 +56,8 @@ def two_ray_nodes() -> Iterator[str]:
 # ray.cluster_utils leaves its raylets' /dev/null handles and Popen objects to the garbage collector
 @pytest.mark.filterwarnings("ignore:unclosed file <_io.FileIO name='/dev/null':ResourceWarning")
 @pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings(f"ignore:Exception ignored in. <_io.\\w+ name='/dev/null':{UNRAISABLE}")
+@pytest.mark.filterwarnings(f"ignore:Exception ignored in. <function Popen.__del__:{UNRAISABLE}")
 @pytest.mark.slow
 @pytest.mark.integration
 async def test_twenty_libp2p_nodes_over_two_ray_nodes_survive_kill_and_partition(
