@@ -13,7 +13,9 @@ import importlib.util
 import json
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _swarm_procs import EDGENODE, NodeProc, cli, env
@@ -61,8 +63,33 @@ async def _entries(home: Path) -> tuple[bool, list[Entry]]:
         await store.close()
 
 
-@pytest.mark.timeout(300)
-def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
+@dataclass
+class _Run:
+    """Three nodes, one `edgenode submit` of the long task, and the node that runs it."""
+
+    nodes: list[NodeProc]
+    submit: subprocess.Popen[str]
+    victim: NodeProc
+    baseline: bytes
+
+    def result(self) -> dict[str, Any]:
+        out, err = self.submit.communicate(timeout=180)
+        assert self.submit.returncode == EXIT_OK, err[-3000:]
+        res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        assert res["status"] == "ok" and res["output"] == self.baseline.decode()
+        assert res["executor"] != self.victim.peer_id
+        return res
+
+    def stop(self) -> None:
+        if self.submit.poll() is None:
+            self.submit.kill()
+            self.submit.communicate(timeout=30)
+        for n in self.nodes:
+            if n.proc.poll() is None:
+                n.terminate(timeout=120)
+
+
+def _start(tmp_path: Path, *extra: str) -> _Run:
     module = _migrate_wasm(tmp_path / "tasks")
     (tmp_path / "in.txt").write_bytes(STDIN)
     with Sandbox(SandboxConfig(max_fuel=FUEL)) as sb:
@@ -70,38 +97,39 @@ def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
     assert baseline.ok
     first = NodeProc(tmp_path / "n0", configure=_config)
     nodes = [first] + [NodeProc(tmp_path / f"n{i}", bootstrap=first.addrs, configure=_config) for i in (1, 2)]
-    submit = None
+    cmd = [*EDGENODE, "submit", str(module), "--bootstrap", *[a for n in nodes for a in n.addrs],
+           "--stdin", str(tmp_path / "in.txt"), "--fuel", str(FUEL), "--timeout-ms", "30000",
+           "--memory-mb", "64", "--deadline-ms", "120000", "--json", *extra]
+    submit = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    # The executor compiles the module into its cache just before it runs it: that names it.
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and submit.poll() is None:
+        victim = next((n for n in nodes if any((n.home / "cache").rglob("*.cwasm"))), None)
+        time.sleep(0.05)
+    if victim is None:
+        _Run(nodes, submit, first, b"").stop()
+        pytest.fail("no node started the task")
+    return _Run(nodes, submit, victim, baseline.stdout)
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
+    run = _start(tmp_path)
+    victim, nodes = run.victim, run.nodes
     try:
-        cmd = [*EDGENODE, "submit", str(module), "--bootstrap", *[a for n in nodes for a in n.addrs],
-               "--stdin", str(tmp_path / "in.txt"), "--fuel", str(FUEL), "--timeout-ms", "30000",
-               "--memory-mb", "64", "--deadline-ms", "120000", "--json"]
-        submit = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-        # The executor compiles the module into its cache just before it runs it: that names it.
-        victim = None
-        deadline = time.monotonic() + 60
-        while victim is None and time.monotonic() < deadline and submit.poll() is None:
-            victim = next((n for n in nodes if any((n.home / "cache").rglob("*.cwasm"))), None)
-            time.sleep(0.05)
-        assert victim is not None, "no node started the task"
         # `edgenode migrate` is signed with the node's key: an unknown task is not moved (exit 6).
         nope = cli("migrate", "00" * 12, "--home", str(victim.home), "--node", victim.addrs[0], "--json")
         assert nope.returncode == EXIT_NO_EXECUTOR and not json.loads(nope.stdout)["moved"], nope.stderr
         time.sleep(0.5)  # let it run a while (work that must not be lost)
         assert victim.terminate(timeout=120) == 0
-        out, err = submit.communicate(timeout=180)
-        assert submit.returncode == EXIT_OK, err[-3000:]
-        res = json.loads(out.strip().splitlines()[-1])
-        assert res["status"] == "ok" and res["output"] == baseline.stdout.decode()
-        assert res["executor"] != victim.peer_id and res["attempts"] == 1
+        res = run.result()
+        assert res["attempts"] == 1
         (rc,) = res["receipts"]
         env_ = wire.open_envelope(base64.b64decode(rc["receipt_b64"]))
         assert env_.author_id == res["executor"] and isinstance(env_.message, Receipt)
     finally:
-        if submit is not None and submit.poll() is None:
-            submit.kill()
-            submit.communicate(timeout=30)
-        for n in nodes:
-            n.terminate(timeout=120)
+        run.stop()
     ok_a, victim_entries = asyncio.run(_entries(victim.home))
     (hop,) = [wire.from_bytes(CheckpointRecord, e.body or b"") for e in victim_entries if e.kind == CHECKPOINT_KIND]
     finisher = next(n for n in nodes if n.peer_id == res["executor"])
@@ -116,38 +144,15 @@ def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_kill_9_resumes_from_the_last_snapshot(tmp_path: Path) -> None:
-    module = _migrate_wasm(tmp_path / "tasks")
-    (tmp_path / "in.txt").write_bytes(STDIN)
-    with Sandbox(SandboxConfig(max_fuel=FUEL)) as sb:
-        baseline = sb.run(sb.compile(module.read_bytes()), TaskIO(stdin=STDIN), Limits(FUEL, 30_000, 64))
-    first = NodeProc(tmp_path / "n0", configure=_config)
-    nodes = [first] + [NodeProc(tmp_path / f"n{i}", bootstrap=first.addrs, configure=_config) for i in (1, 2)]
-    submit = None
+    run = _start(tmp_path, "--checkpoint-ms", "500")
+    victim, nodes = run.victim, run.nodes
     try:
-        cmd = [*EDGENODE, "submit", str(module), "--bootstrap", *[a for n in nodes for a in n.addrs],
-               "--stdin", str(tmp_path / "in.txt"), "--fuel", str(FUEL), "--timeout-ms", "30000",
-               "--memory-mb", "64", "--deadline-ms", "120000", "--checkpoint-ms", "500", "--json"]
-        submit = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-        victim = None
-        deadline = time.monotonic() + 60
-        while victim is None and time.monotonic() < deadline and submit.poll() is None:
-            victim = next((n for n in nodes if any((n.home / "cache").rglob("*.cwasm"))), None)
-            time.sleep(0.05)
-        assert victim is not None, "no node started the task"
         time.sleep(4.0)  # several 500 ms checkpoints shipped to the submitter
         victim.kill()  # SIGKILL: no drain, no handover
-        out, err = submit.communicate(timeout=180)
-        assert submit.returncode == EXIT_OK, err[-3000:]
-        res = json.loads(out.strip().splitlines()[-1])
-        assert res["status"] == "ok" and res["output"] == baseline.stdout.decode()
-        assert res["executor"] != victim.peer_id and res["attempts"] == 2
+        res = run.result()
+        assert res["attempts"] == 2
     finally:
-        if submit is not None and submit.poll() is None:
-            submit.kill()
-            submit.communicate(timeout=30)
-        for n in nodes:
-            if n is not victim:
-                n.terminate(timeout=120)
+        run.stop()
     _, victim_entries = asyncio.run(_entries(victim.home))
     shipped = {e.hash: wire.from_bytes(CheckpointRecord, e.body or b"") for e in victim_entries
                if e.kind == CHECKPOINT_KIND and e.author == victim_entries[0].author}

@@ -17,7 +17,7 @@ from edgenode import wire
 from edgenode.identity import Identity
 from edgenode.node import Node
 from edgenode.protocol import RESULT_KIND, TaskLimits, TaskRecord
-from edgenode.sandbox import Limits, TaskIO, have_wasm_opt
+from edgenode.sandbox import Limits, RunResult, TaskIO, have_wasm_opt
 from edgenode.tasks import (
     CHECKPOINT_KIND,
     MOVE_PROTOCOL,
@@ -66,17 +66,21 @@ async def _entries(node: Node) -> list[Entry]:
     return out
 
 
-async def test_drain_hands_a_running_task_to_another_executor(
-    swarm_factory: SwarmFactory, migrate_wasm: bytes
-) -> None:
-    sw = await swarm_factory(2)
-    baseline = sw.sandbox.run(sw.sandbox.compile(migrate_wasm), TaskIO(stdin=STDIN),
-                              Limits(LIMITS.fuel, LIMITS.timeout_ms, LIMITS.memory_mb))
-    assert baseline.ok
+def _baseline(sw: Swarm, migrate_wasm: bytes) -> RunResult:
+    result = sw.sandbox.run(sw.sandbox.compile(migrate_wasm), TaskIO(stdin=STDIN),
+                            Limits(LIMITS.fuel, LIMITS.timeout_ms, LIMITS.memory_mb))
+    assert result.ok
+    return result
+
+
+async def _start_long_task(
+    sw: Swarm, migrate_wasm: bytes, checkpoint_ms: int = 0
+) -> tuple[asyncio.Task[TaskOutcome], Submitter, Node]:
+    """Submit the long task; return the submission, the submitter and the node running it."""
     sub = await sw.client()
     module = sub.add_module(migrate_wasm)
     job = asyncio.create_task(sub.submit(TaskRequest("wasm", module, input=STDIN, limits=LIMITS,
-                                                     deadline_ms=60_000)))
+                                                     deadline_ms=60_000, checkpoint_ms=checkpoint_ms)))
     running: list[Node] = []
     for _ in range(2000):  # bounded: at most 20 s for the task to start somewhere
         running = [n for n in sw.nodes if n.executor.migratable_running()]
@@ -84,7 +88,15 @@ async def test_drain_hands_a_running_task_to_another_executor(
             break
         await asyncio.sleep(0.01)
     assert running, "the task never ran"
-    first = running[0]
+    return job, sub, running[0]
+
+
+async def test_drain_hands_a_running_task_to_another_executor(
+    swarm_factory: SwarmFactory, migrate_wasm: bytes
+) -> None:
+    sw = await swarm_factory(2)
+    baseline = _baseline(sw, migrate_wasm)
+    job, _sub, first = await _start_long_task(sw, migrate_wasm)
     second = next(n for n in sw.nodes if n is not first)
     report = await first.stop(close_store=False)
     assert report is not None and report.handed_back == 0
@@ -110,18 +122,13 @@ async def test_a_crashed_executor_loses_at_most_one_checkpoint_interval(
     swarm_factory: SwarmFactory, migrate_wasm: bytes
 ) -> None:
     sw = await swarm_factory(2)
-    baseline = sw.sandbox.run(sw.sandbox.compile(migrate_wasm), TaskIO(stdin=STDIN),
-                              Limits(LIMITS.fuel, LIMITS.timeout_ms, LIMITS.memory_mb))
-    sub = await sw.client()
-    module = sub.add_module(migrate_wasm)
-    job = asyncio.create_task(sub.submit(TaskRequest("wasm", module, input=STDIN, limits=LIMITS,
-                                                     deadline_ms=60_000, checkpoint_ms=100)))
+    baseline = _baseline(sw, migrate_wasm)
+    job, sub, victim = await _start_long_task(sw, migrate_wasm, checkpoint_ms=100)
     for _ in range(2000):  # bounded: at most 20 s for two snapshots to arrive
         if sub.snapshots.received >= 2 or job.done():
             break
         await asyncio.sleep(0.01)
     assert sub.snapshots.received >= 2, "no snapshots arrived"
-    victim = next(n for n in sw.nodes if n.executor.migratable_running())
     other = next(n for n in sw.nodes if n is not victim)
     sw.net.crash(victim.peer_id)  # as kill -9 looks to the others
     out = await asyncio.wait_for(job, 60)
@@ -136,20 +143,6 @@ async def test_a_crashed_executor_loses_at_most_one_checkpoint_interval(
     assert resumed.snapshot in {h.snapshot for h in shipped}
     assert all(h.to == sub.transport.peer_id for h in shipped)
     assert (await verify_store(other.store)).ok
-
-
-async def _start_long_task(sw: Swarm, migrate_wasm: bytes) -> tuple[asyncio.Task[TaskOutcome], Submitter, Node]:
-    sub = await sw.client()
-    module = sub.add_module(migrate_wasm)
-    job = asyncio.create_task(sub.submit(TaskRequest("wasm", module, input=STDIN, limits=LIMITS,
-                                                     deadline_ms=60_000)))
-    for _ in range(2000):  # bounded: at most 20 s for the task to start somewhere
-        running = [n for n in sw.nodes if n.executor.migratable_running()]
-        if running or job.done():
-            break
-        await asyncio.sleep(0.01)
-    assert running, "the task never ran"
-    return job, sub, running[0]
 
 
 async def _order(sub: Submitter, node: Node, order: MoveOrder, signer: Identity) -> MoveDone:
@@ -183,8 +176,7 @@ async def test_an_ordered_move_to_an_architecture(swarm_factory: SwarmFactory, m
 
 async def test_a_move_nobody_takes_goes_on_where_it_was(swarm_factory: SwarmFactory, migrate_wasm: bytes) -> None:
     sw = await swarm_factory(2)
-    baseline = sw.sandbox.run(sw.sandbox.compile(migrate_wasm), TaskIO(stdin=STDIN),
-                              Limits(LIMITS.fuel, LIMITS.timeout_ms, LIMITS.memory_mb))
+    baseline = _baseline(sw, migrate_wasm)
     job, sub, first = await _start_long_task(sw, migrate_wasm)
     order = MoveOrder(_task_id(first), (), (arch_capability("riscv64"),), first.clock.now_ms())
     done = await _order(sub, first, order, first.identity)
