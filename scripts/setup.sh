@@ -48,3 +48,10 @@ if command -v npm >/dev/null &&
     echo "setup: warning: npm ci failed; tests/interop will be skipped" >&2
   fi
 fi
+
+# With --firmware (root, qemu-user-static and mmdebstrap installed above): also the emulated
+# aarch64 Python that the cross-architecture migration test resumes snapshots in. Without it
+# that test skips.
+if [ "${1:-}" = "--firmware" ] && [ "$(id -u)" = 0 ]; then
+  scripts/xarch-python.sh || echo "setup: warning: no aarch64 Python; tests/sandbox/test_migration_xarch.py will be skipped" >&2
+fi
