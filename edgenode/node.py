@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -72,6 +71,7 @@ from .tasks import (
     SnapshotNote,
     SystemClock,
     WasmEngine,
+    ask_status,
 )
 from .tasksets import Spawner, TaskSet
 
@@ -320,20 +320,7 @@ class Node:
     async def _ask_adverts(self) -> list[Advert]:
         """The connected peers' own adverts, asked now (a STATUS request each, a few seconds at most)."""
         targets = [p for p in self.transport.peers() if p != self.peer_id]
-        req = wire.seal(self.identity, StatusRequest(os.urandom(8)))
-        answers = await asyncio.gather(*(self.transport.request(p, STATUS_PROTOCOL, req, timeout=3.0)
-                                         for p in targets), return_exceptions=True)
-        out: list[Advert] = []
-        for peer, res in zip(targets, answers, strict=True):
-            if not isinstance(res, bytes):
-                continue
-            try:
-                env, reply = wire.open_as(StatusReply, res)
-            except RemoteError:
-                continue
-            if env.author_id == peer and reply.advert.peer_id == peer:
-                out.append(reply.advert)
-        return out
+        return [st.reply.advert for st in await ask_status(self.transport, self.identity, targets, 3.0)]
 
     async def _dial(self, peer: str) -> None:
         """Connect to ``peer`` through its advertised addresses unless connected."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -37,15 +36,13 @@ from ..protocol import (
     HEAD_TOPIC,
     LEDGER_PROTOCOL,
     RESULT_KIND,
-    STATUS_PROTOCOL,
     Advert,
     LedgerEntries,
     LedgerHead,
     LedgerRange,
-    StatusReply,
-    StatusRequest,
     TaskRecord,
 )
+from ..tasks import ask_status
 from ..wire import Signer
 from ._feed import Feed, TaskRow
 
@@ -198,19 +195,10 @@ class SwarmSource:
     async def refresh(self, peers: list[str] | None = None) -> None:
         """Ask ``peers`` (default: all connected) for their advert and the adverts they hold."""
         targets = list(peers if peers is not None else self.transport.peers())
-        req = wire.seal(self.signer, StatusRequest(os.urandom(8)))
-        results = await asyncio.gather(*(self.transport.request(p, STATUS_PROTOCOL, req, timeout=5.0)
-                                         for p in targets), return_exceptions=True)
+        answers = await ask_status(self.transport, self.signer, targets, 5.0)
         c0 = time.thread_time()
-        for peer, res in zip(targets, results, strict=True):
-            if not isinstance(res, bytes):
-                continue
-            try:
-                env, reply = wire.open_as(StatusReply, res)
-            except RemoteError:
-                continue
-            if env.author_id != peer or reply.advert.peer_id != peer:
-                continue
+        for st in answers:
+            peer, reply = st.peer, st.reply
             self._advert(reply.advert)
             self._note_height(peer, reply.ledger_height)
             for sealed in reply.known:

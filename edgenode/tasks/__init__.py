@@ -21,9 +21,12 @@ from ._migrate import (
 )
 from ._ports import AdmissionHook, Clock, InferEngine, SystemClock, WasmEngine
 from ._replay import REPLAY_DB, MemoryReplayStore, ReplayStore, SqliteReplayStore
+from ._status import PeerStatus, ask_status
 from ._submitter import Submitter, TaskOutcome, TaskRequest
 
 __all__ = [
+    "PeerStatus",
+    "ask_status",
     "CHECKPOINT_KIND",
     "MIGRATE_PROTOCOL",
     "RESUMED_KIND",

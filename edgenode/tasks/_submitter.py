@@ -24,7 +24,6 @@ from ..protocol import (
     BID_TOPIC,
     KIND_INFER,
     KIND_WASM,
-    STATUS_PROTOCOL,
     TASK_PROTOCOL,
     WORK_TOPIC,
     Advert,
@@ -36,8 +35,6 @@ from ..protocol import (
     Offer,
     Rejected,
     SpecExpired,
-    StatusReply,
-    StatusRequest,
     TaskLimits,
     TaskSpec,
     TaskTimeout,
@@ -80,6 +77,7 @@ from ._migrate import (
     verify_handover,
 )
 from ._ports import Clock, SystemClock
+from ._status import ask_status
 
 __all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
 
@@ -239,24 +237,12 @@ class Submitter:
         """Ask ``peers`` (default: all connected) for their adverts and the adverts they hold."""
         targets = list(peers if peers is not None else self.transport.peers())
         self._refreshed_ms = self.clock.monotonic_ms()
-        req = wire.seal(self.signer, StatusRequest(os.urandom(8)))
-        results = await asyncio.gather(
-            *(self.transport.request(p, STATUS_PROTOCOL, req, timeout=timeout) for p in targets),
-            return_exceptions=True,
-        )
+        answers = await ask_status(self.transport, self.signer, targets, timeout)
         now = self.clock.now_ms()
-        for peer, res in zip(targets, results, strict=True):
-            if not isinstance(res, bytes):
-                continue
-            try:
-                env, reply = wire.open_as(StatusReply, res)
-            except RemoteError:
-                continue
-            if env.author_id != peer or reply.advert.peer_id != peer:
-                continue
-            self.adverts.update(reply.advert, res, now)
-            self._addrs[peer] = reply.advert.addrs
-            for sealed in reply.known:
+        for st in answers:
+            self.adverts.update(st.reply.advert, st.sealed, now)
+            self._addrs[st.peer] = st.reply.advert.addrs
+            for sealed in st.reply.known:
                 self._on_advert_bytes(sealed, now)
         return self.adverts.live(now)
 
