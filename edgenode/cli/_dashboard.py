@@ -17,15 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import SwarmSection
 from ..errors import LocalError
-from ..identity import KEY_FILE, Identity
 from ..net import NetError, Unreachable
-from ..security import load_guard
-from ..tasks import SystemClock
 from ._common import EXIT_OK, EXIT_UNREACHABLE, ExitCodes, run_mapped
-from ._peer import add_peer_options
-from ._swarm import MEMBER_CERT
+from ._peer import add_peer_options, light_identity
 
 __all__ = ["register", "read_token"]
 
@@ -72,15 +67,7 @@ async def _dashboard(args: argparse.Namespace) -> int:
     from ..dashboard import DashboardServer, Feed, SwarmSource, check_bind
     from ..net.p2p import P2PTransport
 
-    home: Path | None = args.home
-    key: Path | None = args.key or (home / KEY_FILE if home is not None and (home / KEY_FILE).exists() else None)
-    ident = Identity.load(key) if key else Identity.generate()
-    cert: Path | None = args.cert
-    if cert is None and home is not None and (home / MEMBER_CERT).exists():
-        cert = home / MEMBER_CERT
-    guard = None
-    if cert is not None:
-        guard = load_guard(ident, home or Path("."), SwarmSection(), SystemClock(), cert=cert)
+    ident, guard = light_identity(args)
     token = read_token(args.token_file)
     check_bind(args.host, swarm_mode=guard is not None, token=token)
     transport = P2PTransport(ident, listen=[args.listen])

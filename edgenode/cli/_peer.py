@@ -11,11 +11,11 @@ from typing import Any, Protocol, TypeVar
 from ..config import SwarmSection
 from ..identity import KEY_FILE, Identity
 from ..net.p2p import P2PTransport
-from ..security import load_guard
+from ..security import SwarmGuard, load_guard
 from ..tasks import Submitter, SystemClock
 from ._swarm import MEMBER_CERT
 
-__all__ = ["add_peer_options", "peer_session"]
+__all__ = ["add_peer_options", "peer_session", "light_identity"]
 
 T = TypeVar("T")
 
@@ -39,12 +39,11 @@ def add_peer_options(p: _Options, *, required: bool, bootstrap_help: str, key_he
     p.add_argument("--join-timeout", type=float, default=10.0, metavar="S", help="seconds to reach a bootstrap peer")
 
 
-async def peer_session(args: argparse.Namespace, body: Callable[[Submitter], Awaitable[T]]) -> T:
-    """Join the swarm at ``args.bootstrap`` as a light peer, run ``body`` with it, leave.
-
-    The key is ``--key``, else the home's ``node.key``, else an ephemeral one; with a membership
-    certificate (``--cert``, else the home's ``swarm.cert`` if present) it joins in swarm mode.
-    """
+def light_identity(args: argparse.Namespace) -> tuple[Identity, SwarmGuard | None]:
+    """The light peer's identity and, in swarm mode, its guard, from the options of
+    :func:`add_peer_options`: the key is ``--key``, else the ``--home``'s ``node.key`` (which
+    must exist), else an ephemeral one; a membership certificate (``--cert``, else the home's
+    ``swarm.cert`` if present) puts it in swarm mode."""
     home: Path | None = args.home
     key: Path | None = args.key or (home / KEY_FILE if home is not None else None)
     ident = Identity.load(key) if key else Identity.generate()
@@ -54,6 +53,16 @@ async def peer_session(args: argparse.Namespace, body: Callable[[Submitter], Awa
     guard = None
     if cert is not None:
         guard = load_guard(ident, home or Path("."), SwarmSection(), SystemClock(), cert=cert)
+    return ident, guard
+
+
+async def peer_session(args: argparse.Namespace, body: Callable[[Submitter], Awaitable[T]]) -> T:
+    """Join the swarm at ``args.bootstrap`` as a light peer, run ``body`` with it, leave.
+
+    The key is ``--key``, else the home's ``node.key``, else an ephemeral one; with a membership
+    certificate (``--cert``, else the home's ``swarm.cert`` if present) it joins in swarm mode.
+    """
+    ident, guard = light_identity(args)
     transport = P2PTransport(ident, listen=[args.listen])
     await transport.start()
     sub = Submitter(ident, transport, guard=guard)
