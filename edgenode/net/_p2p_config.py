@@ -71,3 +71,40 @@ class P2PConfig:
     """After a peer refused the channel protocol, use a stream per request with it for this long."""
     subscriber_queue: int = 10_000
     """Messages buffered per asyncio subscriber before the oldest are dropped (counted)."""
+    # -- beyond the LAN (docs/net.md, "Behind NATs") ------------------------------------
+    dht: bool = True
+    """Run a Kademlia DHT (py-libp2p's, server mode): find peers by id, providers of blobs by sha256."""
+    dht_protocol: str = "/ipfs/kad/1.0.0"
+    """The DHT's protocol id; swarm mode uses ``/edgenode/<swarm id>/kad/1.0.0`` so that
+    strangers' DHTs never mix with the swarm's."""
+    dht_query_timeout: float = 10.0
+    """Seconds one find-peer or find-providers lookup may take."""
+    dht_max_provided: int = 4096
+    """Blobs this node announces as provider at most (older announcements are not renewed)."""
+    dht_add_provider_per_peer: int = 10
+    """ADD_PROVIDER messages accepted from one peer per ``dht_add_provider_window`` seconds."""
+    dht_add_provider_window: float = 10.0
+    """Window of ``dht_add_provider_per_peer``."""
+    dht_max_inbound_streams_per_peer: int = 8
+    """DHT streams one peer may hold open to this node at once; more are reset."""
+    relay_hop: bool = False
+    """Serve as a circuit-relay-v2 relay for other nodes (``edgenode run --relay``)."""
+    relay_max_reservations: int = 32
+    """Reservations (relayed listeners) a relay holds at once."""
+    relay_max_circuits: int = 8
+    """Relayed connections at once per reserved peer."""
+    relay_max_bytes: int = 64 << 20
+    """Bytes one relayed connection may carry (both directions together) before the relay resets it."""
+    relay_max_duration: int = 600
+    """Seconds a relayed connection may last before the relay resets it."""
+    relay_reservation_ttl: int = 3600
+    """Seconds a reservation lasts (clients renew before it expires)."""
+    nat_traversal: bool = True
+    """Reserve a slot on relays this node is connected to (unless AutoNAT found it public) and
+    advertise the relayed address."""
+    holepunch: bool = True
+    """Upgrade relayed connections to direct ones with DCUtR hole punching when the NATs allow."""
+    max_relays: int = 2
+    """Relays this node keeps a reservation on."""
+    autonat: bool = True
+    """Answer AutoNAT dial-back requests and ask connected peers whether this node is reachable."""

@@ -10,7 +10,6 @@ peer-id strings, payloads are bytes.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from ..errors import DecodeError, EdgenodeError, LocalError
 from ._errors import RemoteFailure, RequestTimeout, Unreachable
 from ._p2p_channel import ChannelClosed, ClientChannel, serve_channel
 from ._p2p_config import P2PConfig
+from ._p2p_dht import DhtService
 from ._p2p_frame import (
     MUX_PROTOCOL,
     RPC_PROTOCOL,
@@ -34,8 +34,10 @@ from ._p2p_frame import (
     encode_request,
     encode_response,
 )
+from ._p2p_nat import NatService, reach_peer
 from ._p2p_tuning import BULK_WINDOW, CHANNEL_WINDOW, open_receive_window
 from ._p2p_util import (
+    Counters,
     close_quietly,
     configure_libp2p_logging,
     dialable,
@@ -45,7 +47,7 @@ from ._p2p_util import (
     raise_queue_limits,
     reset_quietly,
 )
-from ._transport import COUNTERS, REASON_NO_HANDLER, REASON_TOO_LARGE, failure_reason
+from ._transport import REASON_NO_HANDLER, REASON_TOO_LARGE, failure_reason
 
 __all__ = ["LibP2PNode", "NodeHooks", "Counters", "NodeSettings", "NoHandler"]
 
@@ -60,22 +62,6 @@ _CLOSE_GRACE = 1.0
 
 class NoHandler(EdgenodeError):
     """Raised by a dispatch hook when nothing serves the requested protocol."""
-
-
-class Counters:
-    """Thread-safe monotonic counters shared by both sides of the bridge."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._c: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._c[name] += n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._c)
 
 
 @dataclass(frozen=True)
@@ -107,6 +93,10 @@ class NodeSettings:
     """Enable the QUIC transport (for /quic-v1 listen addresses)."""
     config: P2PConfig = field(default_factory=P2PConfig)
     """Tuning."""
+    gate: Callable[[str], bool] | None = None
+    """Swarm mode: who may use this node's DHT and relay (thread-safe, fast); None: anyone."""
+    namespace: str = ""
+    """Swarm mode: the swarm id, which keys this node's DHT provider records."""
 
 
 class LibP2PNode:
@@ -132,7 +122,9 @@ class LibP2PNode:
         self._request_frame_max = max(self._c.default_request_bytes, *self._limits.values()) + (64 << 10)
         """Largest inbound request frame read (payload limit plus room for the protocol name and ids)."""
         self.peer_id = ""
-        self.listen_addrs: list[str] = []
+        self.direct_addrs: list[str] = []
+        self.dht: DhtService | None = None
+        self.nat: NatService | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -159,8 +151,8 @@ class LibP2PNode:
             if self._c.channels:
                 host.set_stream_handler(TProtocol(MUX_PROTOCOL), self._on_channel_stream)
             self._guard_handlers()
-            self.listen_addrs = [f"{a}/p2p/{self.peer_id}" for a in dialable(host.get_transport_addrs())]
-            if not self.listen_addrs:  # py-libp2p logs a failed listen and carries on; we do not
+            self.direct_addrs = [f"{a}/p2p/{self.peer_id}" for a in dialable(host.get_transport_addrs())]
+            if not self.direct_addrs:  # py-libp2p logs a failed listen and carries on; we do not
                 raise LocalError(f"cannot listen on {list(s.listen)} (address in use or not local?)")
             host.get_network().register_notifee(peer_notifee(self.refresh_peers))
             async with trio.open_nursery() as nursery:
@@ -171,8 +163,19 @@ class LibP2PNode:
                     nursery.start_soon(self._bootstrap_one, addr)
                 if s.mdns:
                     nursery.start_soon(self._dial_discovered)
+                self.nat = NatService(host, self._c, self._counters, s.gate)
+                await nursery.start(self.nat.run)
+                if self._c.dht:
+                    self.dht = DhtService(host, self._c, self._counters, s.gate, s.namespace)
+                    await nursery.start(self.dht.run)
+                self._guard_handlers()  # the relay's, DCUtR's, AutoNAT's and the DHT's too
                 task_status.started()
                 await trio.sleep_forever()
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        """Direct listen addresses, then relayed ones (while a relay holds a reservation)."""
+        return [*self.direct_addrs, *(self.nat.relayed_addrs if self.nat is not None else ())]
 
     def _build(self, listen: list[multiaddr.Multiaddr]) -> tuple[Any, Any, Any]:
         from libp2p import new_host
@@ -254,6 +257,8 @@ class LibP2PNode:
         now = self._connected()
         joined, left = sorted(now - self._known), sorted(self._known - now)
         self._known = now
+        if self.nat is not None:
+            self.nat.note_connections()
         if joined or left:
             self._counters.add("peer_joins", len(joined))
             self._counters.add("peer_leaves", len(left))
@@ -274,6 +279,11 @@ class LibP2PNode:
         peer = info.peer_id.to_base58()
         if peer == self.peer_id:
             raise Unreachable("cannot dial self")
+        if "/p2p-circuit" in addr and self.nat is not None:  # py-libp2p's swarm does not dial relays
+            async with self._dials:
+                await self.nat.dial_circuit(addr, timeout)
+            self.refresh_peers()
+            return peer
         with trio.move_on_after(timeout) as scope:
             async with self._dials:
                 try:
@@ -456,21 +466,12 @@ class LibP2PNode:
 
     async def _reach(self, peer: str) -> Any:
         """The libp2p ID of ``peer``, dialled from the peerstore if not connected (Unreachable if not)."""
-        from libp2p.peer.peerinfo import PeerInfo
-
         pid = peer_id(peer)
         if pid is None:
             raise Unreachable(f"not a peer id: {peer!r}")
         if not self._host.get_network().connections.get(pid):
-            store = self._host.get_peerstore()
-            addrs = store.addrs(pid) if pid in store.peer_ids() else []
-            if not addrs:
-                raise Unreachable(f"peer {peer} is not connected and has no known address")
-            async with self._dials:
-                try:
-                    await self._host.connect(PeerInfo(pid, addrs))
-                except Exception as exc:  # libp2p dial errors of many types
-                    raise Unreachable(f"cannot reach {peer}: {exc}") from exc
+            async with self._dials:  # known addresses, else the DHT's; direct first, then relays
+                await reach_peer(self._host, pid, self.dht, self.nat, self._c.dial_timeout)
         return pid
 
     async def _request_stream(self, peer: str, protocol: str, data: bytes, timeout: float) -> bytes:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import multiaddr
 
 from ..errors import LocalError
+from ._transport import COUNTERS
 
 __all__ = [
+    "Counters",
     "raise_queue_limits",
     "configure_libp2p_logging",
     "peer_notifee",
@@ -28,6 +32,23 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+
+class Counters:
+    """Thread-safe monotonic counters shared by both sides of the bridge."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._c: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._c[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._c)
 
 
 def raise_queue_limits(size: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from ..errors import EdgenodeError, LocalError
@@ -110,8 +110,12 @@ class P2PTransport(Transport):
         mdns: bool = False,
         quic: bool = False,
         config: P2PConfig | None = None,
+        gate: Callable[[str], bool] | None = None,
+        namespace: str = "",
     ) -> None:
         self._identity = identity
+        self._gate = gate
+        self._namespace = namespace
         self._config = config or P2PConfig()
         default_listen = "/ip4/127.0.0.1/udp/0/quic-v1" if quic else "/ip4/127.0.0.1/tcp/0"
         self._listen = tuple(listen or [default_listen])
@@ -150,6 +154,8 @@ class P2PTransport(Transport):
             mdns=self._mdns,
             quic=self._quic,
             config=self._config,
+            gate=self._gate,
+            namespace=self._namespace,
         )
         hooks = NodeHooks(on_gossip=self._post_gossip, on_peers=self._post_peers, dispatch=self._dispatch_bridged)
         node = LibP2PNode(settings, hooks, self._counters)
@@ -317,6 +323,56 @@ class P2PTransport(Transport):
 
     async def _dispatch_bridged(self, sender: str, protocol: str, data: bytes) -> bytes:
         return await self._bridge.call_asyncio(self._dispatch, sender, protocol, data)
+
+    # -- beyond the LAN: DHT, relays, hole punching (docs/net.md, "Behind NATs") -----
+    async def find_peer(self, peer: str) -> list[str]:
+        """Addresses of ``peer`` found through the DHT ([] if unknown, or without a DHT)."""
+        node = self._live()
+        dht = node.dht
+        return [] if dht is None else await self._bridge.call(dht.find_peer, peer)
+
+    async def provide(self, sha256: str) -> bool:
+        """Announce in the DHT that this node serves the blob ``sha256``; False if no peer took the record."""
+        dht = self._live().dht
+        return False if dht is None else bool(await self._bridge.call(dht.provide, sha256))
+
+    async def find_providers(self, sha256: str, limit: int = 20) -> list[str]:
+        """Peers the DHT names as providers of blob ``sha256`` (their addresses are remembered,
+        so ``fetch_blob(peer, sha256)`` dials them)."""
+        dht = self._live().dht
+        if dht is None:
+            return []
+        return [peer for peer, _addrs in await self._bridge.call(dht.find_providers, sha256, limit)]
+
+    async def dht_table_size(self) -> int:
+        """Peers in this node's DHT routing table."""
+        dht = self._live().dht
+        return 0 if dht is None else await self._bridge.call(self._table_size, dht)
+
+    @staticmethod
+    async def _table_size(dht: Any) -> int:
+        return int(dht.table_size())
+
+    async def connection_kinds(self) -> dict[str, str]:
+        """``peer -> "direct" | "relayed" | "holepunched"`` for every connected peer."""
+        nat = self._live().nat
+        return {} if nat is None else await self._bridge.call(self._kinds, nat)
+
+    @staticmethod
+    async def _kinds(nat: Any) -> dict[str, str]:
+        return dict(nat.kinds())
+
+    @property
+    def reachability(self) -> str:
+        """``public``, ``private`` or ``unknown``: what AutoNAT dial-backs found."""
+        nat = self._node.nat if self._node is not None else None
+        return "unknown" if nat is None else str(nat.reachability)
+
+    @property
+    def relays(self) -> list[str]:
+        """Relays holding a reservation for this node (peer ids)."""
+        nat = self._node.nat if self._node is not None else None
+        return [] if nat is None else sorted(a.split("/p2p/")[1].split("/")[0] for a in nat.relayed_addrs)
 
     # -- metrics ---------------------------------------------------------------------
     @property

@@ -1,0 +1,329 @@
+"""NAT traversal for :mod:`._p2p_host`: circuit relay v2, relayed addresses, DCUtR, AutoNAT.
+
+Everything here runs in the transport's trio thread on py-libp2p 0.8.1's own
+``libp2p.relay.circuit_v2`` (``CircuitV2Protocol``, ``CircuitV2Transport``,
+``DCUtRProtocol``) and ``libp2p.host.autonat``; what this module adds:
+
+* **Relay service** (``relay_hop``): the hop protocol behind a gate (swarm mode: only
+  members reserve slots or open circuits) and the operator's limits (reservations,
+  circuits per peer, bytes and seconds per circuit, reservation lifetime).
+* **Reservations**: a node keeps a slot on up to ``max_relays`` connected peers that serve
+  the hop protocol, unless AutoNAT found it publicly reachable, and advertises
+  ``<relay addr>/p2p/<relay>/p2p-circuit/p2p/<self>`` in its identify addresses (so peers,
+  the DHT and the node's adverts carry it).  py-libp2p's ``get_addrs`` strips any address
+  carrying another peer's ``/p2p/`` (the address factory's output included), so the host's
+  ``get_addrs`` is extended on the instance.
+* **Dialling** a ``/p2p-circuit`` address (py-libp2p's swarm skips them).
+* **DCUtR**: py-libp2p's service, which drives a hole punch for every relayed connection.
+* **AutoNAT**: py-libp2p's server answers a dial-back by ``host.connect``, which returns
+  the connection the request came on, so every asker looks reachable; the server here
+  dials back on a fresh connection instead (:class:`_AutoNAT`).
+* **Connection kinds** per peer: ``direct``, ``relayed``, or ``holepunched`` (a direct
+  connection to a peer first reached through a relay).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import multiaddr
+import trio
+
+from ._errors import Unreachable
+from ._p2p_config import P2PConfig
+from ._p2p_util import reset_quietly
+
+__all__ = ["NatService", "reach_peer", "HOP_PROTOCOL", "KIND_DIRECT", "KIND_RELAYED", "KIND_HOLEPUNCHED", "is_circuit"]
+
+logger = logging.getLogger(__name__)
+
+HOP_PROTOCOL = "/libp2p/circuit/relay/0.2.0/hop"
+KIND_DIRECT = "direct"
+KIND_RELAYED = "relayed"
+KIND_HOLEPUNCHED = "holepunched"
+REACH_UNKNOWN, REACH_PUBLIC, REACH_PRIVATE = "unknown", "public", "private"
+
+_RESERVE_INTERVAL = 2.0
+_AUTONAT_INTERVAL = 15.0
+_AUTONAT_TIMEOUT = 10.0
+_AUTONAT_SERVERS = 3
+_DIRECT_FIRST = 3.0
+"""Seconds a direct dial gets before relayed addresses are tried."""
+
+
+def is_circuit(addr: str) -> bool:
+    return "/p2p-circuit" in addr
+
+
+def _conn_addrs(conn: Any) -> list[str]:
+    try:
+        return [str(a) for a in conn.get_transport_addresses()]
+    except Exception:  # a closing connection: no addresses
+        return []
+
+
+def _autonat_class() -> Any:
+    from libp2p.host.autonat.autonat import AutoNATService
+
+    class _AutoNAT(AutoNATService):  # type: ignore[misc]  # py-libp2p's class is untyped for mypy
+        """AutoNAT whose dial-back opens a fresh connection (0.8.1 reuses the asker's)."""
+
+        async def _try_dial(self, peer_id: Any, addrs: list[bytes]) -> bytes | None:
+            network = self.host.get_network()
+            for raw in addrs:
+                try:
+                    addr = multiaddr.Multiaddr(raw)
+                    if is_circuit(str(addr)):
+                        continue
+                    with trio.move_on_after(_AUTONAT_TIMEOUT / 2):
+                        conn = await network.dial_addr(addr, peer_id)
+                        await conn.close()
+                        return bytes(raw)
+                except Exception as exc:  # a failed dial-back is the verdict, not an error
+                    logger.debug("AutoNAT dial-back to %s at %r failed: %r", peer_id, raw, exc)
+            return None
+
+    return _AutoNAT
+
+
+class NatService:
+    """Relay (hop and client), reservations, relayed dials, DCUtR and AutoNAT for one host."""
+
+    def __init__(self, host: Any, config: P2PConfig, counters: Any, gate: Callable[[str], bool] | None) -> None:
+        from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+        from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+        from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+        from libp2p.relay.circuit_v2.resources import RelayLimits
+        from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+
+        self._host = host
+        self._c = config
+        self._counters = counters
+        self._gate = gate
+        limits = RelayLimits(
+            duration=config.relay_max_duration,
+            data=config.relay_max_bytes,
+            max_circuit_conns=config.relay_max_circuits,
+            max_reservations=config.relay_max_reservations,
+            reservation_ttl=config.relay_reservation_ttl,
+        )
+        roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if config.relay_hop else RelayRole(0))
+        self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=config.relay_hop)
+        self.transport = CircuitV2Transport(
+            host, self.protocol, RelayConfig(roles=roles, limits=limits, reservation_ttl=config.relay_reservation_ttl)
+        )
+        self.dcutr = DCUtRProtocol(host) if config.holepunch else None
+        self.autonat = _autonat_class()(host, serve=config.autonat, confirmations=1) if config.autonat else None
+        self.reachability = REACH_UNKNOWN
+        self.relays: dict[str, str] = {}
+        """Relay peer id -> our relayed address through it (while the reservation holds)."""
+        self.relayed_addrs: tuple[str, ...] = ()
+        """The values of ``relays``, replaced whole (read from the asyncio thread)."""
+        self._seen_relayed: set[str] = set()
+        """Peers whose first connection was relayed (a later direct one is a hole punch)."""
+        self._nursery: trio.Nursery | None = None
+        own_get_addrs = host.get_addrs
+
+        def get_addrs() -> list[Any]:
+            return [*own_get_addrs(), *(multiaddr.Multiaddr(a) for a in self.relays.values())]
+
+        host.get_addrs = get_addrs  # identify, the DHT and signed records all read this
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from libp2p.custom_types import TProtocol
+        from libp2p.tools.anyio_service import background_trio_service
+
+        async with background_trio_service(self.protocol), trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self.protocol.event_started.wait()
+            if self._c.relay_hop:  # the gate wraps py-libp2p's hop handler
+                hop = self._gated_hop(self.protocol._handle_hop_stream)
+                self._host.set_stream_handler(TProtocol(HOP_PROTOCOL), hop)
+            if self.dcutr is not None:
+                await nursery.start(self._run_service, self.dcutr)
+            if self._c.nat_traversal:
+                nursery.start_soon(self._keep_reservations)
+            if self.autonat is not None:
+                nursery.start_soon(self._check_reachability)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _run_service(self, service: Any, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from libp2p.tools.anyio_service import background_trio_service
+
+        async with background_trio_service(service):
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _gated_hop(self, inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        async def handle(stream: Any) -> None:
+            sender = stream.muxed_conn.peer_id.to_base58()
+            if self._gate is not None and not self._gate(sender):
+                self._counters.add("relay_refused_non_member")
+                await reset_quietly(stream)
+                return
+            self._counters.add("relay_hop_streams")
+            await inner(stream)
+
+        return handle
+
+    # -- reservations ----------------------------------------------------------------
+    def _speaks(self, pid: Any, protocol: str) -> bool:
+        try:
+            return protocol in self._host.get_peerstore().get_protocols(pid)
+        except Exception:  # not identified yet
+            return False
+
+    async def _keep_reservations(self) -> None:
+        while True:
+            await self._reserve_once()
+            await trio.sleep(_RESERVE_INTERVAL)
+
+    async def _reserve_once(self) -> None:
+        network = self._host.get_network()
+        connected = {pid.to_base58(): (pid, conns) for pid, conns in list(network.connections.items()) if conns}
+        changed = False
+        for relay in list(self.relays):
+            if relay not in connected:  # the relay went away: so did the reservation
+                del self.relays[relay]
+                self._counters.add("relay_reservations_lost")
+                changed = True
+        if self.reachability != REACH_PUBLIC:
+            for peer, (pid, conns) in connected.items():
+                if len(self.relays) >= self._c.max_relays:
+                    break
+                if peer in self.relays or not self._speaks(pid, HOP_PROTOCOL):
+                    continue
+                direct = [a for c in conns for a in _conn_addrs(c) if not is_circuit(a) and "/ip" in a]
+                if not direct:
+                    continue
+                if await self._reserve(pid):
+                    base = direct[0].split("/p2p/")[0]
+                    self.relays[peer] = f"{base}/p2p/{peer}/p2p-circuit/p2p/{self._host.get_id().to_base58()}"
+                    changed = True
+        if changed:
+            self.relayed_addrs = tuple(self.relays.values())
+            await self._push_identify()
+
+    async def _reserve(self, pid: Any) -> bool:
+        from libp2p.custom_types import TProtocol
+
+        assert self._nursery is not None
+        try:
+            with trio.move_on_after(self._c.dial_timeout):
+                stream = await self._host.new_stream(pid, [TProtocol(HOP_PROTOCOL)])
+                ok = bool(await self.transport.reserve(stream, pid, self._nursery))
+                await stream.close()
+                self._counters.add("relay_reservations" if ok else "relay_reservation_refusals")
+                return ok
+        except Exception as exc:  # refused (not a member, full) or the stream broke: retried later
+            logger.debug("reservation on %s failed: %r", pid, exc)
+        self._counters.add("relay_reservation_refusals")
+        return False
+
+    async def _push_identify(self) -> None:
+        from libp2p.identity.identify_push.identify_push import push_identify_to_peers
+
+        with trio.move_on_after(self._c.dial_timeout):
+            try:
+                await push_identify_to_peers(self._host)
+            except Exception as exc:  # best effort: peers also learn at their next identify
+                logger.debug("identify push failed: %r", exc)
+
+    # -- dialling --------------------------------------------------------------------
+    async def dial_circuit(self, addr: str, timeout: float) -> None:
+        """Connect through a relay (``.../p2p/<relay>/p2p-circuit/p2p/<peer>``); Unreachable on failure."""
+        with trio.move_on_after(timeout):
+            try:
+                await self.transport.dial(multiaddr.Multiaddr(addr))
+            except Exception as exc:  # no reservation, refused, relay gone, limits
+                self._counters.add("relay_dial_failures")
+                raise Unreachable(f"cannot reach {addr} through its relay: {exc}") from exc
+            self._counters.add("relay_dials")
+            return
+        self._counters.add("relay_dial_failures")
+        raise Unreachable(f"dialling {addr} through its relay timed out after {timeout} s")
+
+    # -- reachability ----------------------------------------------------------------
+    async def _check_reachability(self) -> None:
+        from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
+
+        assert self.autonat is not None
+        while True:
+            await trio.sleep(1.0 if self.reachability == REACH_UNKNOWN else _AUTONAT_INTERVAL)
+            network = self._host.get_network()
+            servers = [pid for pid, conns in list(network.connections.items())
+                       if conns and self._speaks(pid, str(AUTONAT_PROTOCOL_ID))
+                       and any(not is_circuit(a) for c in conns for a in _conn_addrs(c))][:_AUTONAT_SERVERS]
+            if not servers:
+                continue
+            own = [a.to_bytes() for a in self._host.get_transport_addrs()]
+            own += [multiaddr.Multiaddr(str(a).split("/p2p/")[0]).to_bytes() for a in self._host.get_addrs()
+                    if not is_circuit(str(a))]
+            verdicts = []
+            for pid in servers:
+                try:
+                    status, _addr = await self.autonat.query_server(pid, own, timeout=_AUTONAT_TIMEOUT)
+                    verdicts.append(status == 0)
+                except Exception as exc:  # the server failed to answer: no verdict
+                    logger.debug("AutoNAT query to %s failed: %r", pid, exc)
+            if verdicts:
+                self.reachability = REACH_PUBLIC if any(verdicts) else REACH_PRIVATE
+
+    # -- what status shows -----------------------------------------------------------
+    def kinds(self) -> dict[str, str]:
+        """``peer -> direct | relayed | holepunched`` for every connected peer."""
+        out: dict[str, str] = {}
+        for pid, conns in list(self._host.get_network().connections.items()):
+            if not conns:
+                continue
+            peer = pid.to_base58()
+            addrs = [a for c in conns for a in _conn_addrs(c)]
+            has_direct = any(not is_circuit(a) for a in addrs) or not addrs
+            if not has_direct:
+                self._seen_relayed.add(peer)
+                out[peer] = KIND_RELAYED
+            else:
+                out[peer] = KIND_HOLEPUNCHED if peer in self._seen_relayed else KIND_DIRECT
+        return out
+
+    def note_connections(self) -> None:
+        """Called on every connect/disconnect: remember relayed peers, forget departed ones."""
+        kinds = self.kinds()
+        self._seen_relayed.intersection_update(kinds)
+
+
+async def reach_peer(host: Any, pid: Any, dht: Any, nat: NatService | None, timeout: float) -> None:
+    """Connect to ``pid``: known addresses, else the DHT's; direct ones first, then relayed ones."""
+    from libp2p.peer.peerinfo import PeerInfo
+
+    peer = pid.to_base58()
+    store = host.get_peerstore()
+    addrs = [str(a) for a in store.addrs(pid)] if pid in store.peer_ids() else []
+    if not addrs and dht is not None:
+        addrs = await dht.find_peer(peer)
+    if not addrs:
+        raise Unreachable(f"peer {peer} is not connected and has no known address")
+    direct = [multiaddr.Multiaddr(a) for a in addrs if not is_circuit(a)]
+    relayed = [a if a.endswith(f"/p2p/{peer}") else f"{a}/p2p/{peer}" for a in addrs if is_circuit(a)]
+    errors: list[str] = []
+    if direct:
+        with trio.move_on_after(timeout if not relayed else min(timeout, _DIRECT_FIRST)):
+            try:
+                await host.connect(PeerInfo(pid, direct))
+                return
+            except Exception as exc:  # libp2p dial errors of many types; the relays may still work
+                errors.append(str(exc))
+        if not errors:
+            errors.append("direct dial timed out")
+    if nat is not None:
+        for addr in relayed:
+            try:
+                await nat.dial_circuit(addr, timeout)
+                return
+            except Unreachable as exc:
+                errors.append(str(exc))
+    raise Unreachable(f"cannot reach {peer}: {'; '.join(errors) or 'no usable address'}")
