@@ -199,9 +199,11 @@ class DhtService:
                 info = await self.dht.find_peer(pid)
             except Exception as exc:  # lookup failures (closed streams, bad responses) mean "not found"
                 logger.debug("DHT find_peer %s: %r", peer, exc)
-        if info is None:
-            return []
-        return [str(a) for a in info.addrs]
+        addrs = [str(a) for a in info.addrs] if info is not None else []
+        store = self.dht.host.get_peerstore()  # what the lookup learned, even when it ran out of time
+        if pid in store.peer_ids():
+            addrs += [str(a) for a in store.addrs(pid)]
+        return list(dict.fromkeys(addrs))
 
     async def provide(self, sha256_hex: str) -> bool:
         """Announce this node as a provider of the blob (bounded: the oldest announcement is forgotten)."""

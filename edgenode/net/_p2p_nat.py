@@ -33,7 +33,7 @@ import trio
 
 from ._errors import Unreachable
 from ._p2p_config import P2PConfig
-from ._p2p_util import reset_quietly
+from ._p2p_util import dialable, reset_quietly
 
 __all__ = ["NatService", "reach_peer", "HOP_PROTOCOL", "KIND_DIRECT", "KIND_RELAYED", "KIND_HOLEPUNCHED", "is_circuit"]
 
@@ -126,8 +126,9 @@ class NatService:
         self._nursery: trio.Nursery | None = None
         own_get_addrs = host.get_addrs
 
-        def get_addrs() -> list[Any]:
-            return [*own_get_addrs(), *(multiaddr.Multiaddr(a) for a in self.relays.values())]
+        def get_addrs() -> list[Any]:  # wildcards expanded (peers cannot dial 0.0.0.0), then relayed ones
+            own = [multiaddr.Multiaddr(a) for a in dialable(own_get_addrs())]
+            return [*own, *(multiaddr.Multiaddr(a) for a in self.relayed_addrs)]
 
         host.get_addrs = get_addrs  # identify, the DHT and signed records all read this
 
@@ -297,28 +298,20 @@ class NatService:
 
 
 async def reach_peer(host: Any, pid: Any, dht: Any, nat: NatService | None, timeout: float) -> None:
-    """Connect to ``pid``: known addresses, else the DHT's; direct ones first, then relayed ones."""
-    from libp2p.peer.peerinfo import PeerInfo
-
+    """Connect to ``pid``: known addresses, then the DHT's; direct ones first, then relayed ones."""
     peer = pid.to_base58()
     store = host.get_peerstore()
-    addrs = [str(a) for a in store.addrs(pid)] if pid in store.peer_ids() else []
-    if not addrs and dht is not None:
-        addrs = await dht.find_peer(peer)
-    if not addrs:
-        raise Unreachable(f"peer {peer} is not connected and has no known address")
-    direct = [multiaddr.Multiaddr(a) for a in addrs if not is_circuit(a)]
-    relayed = [a if a.endswith(f"/p2p/{peer}") else f"{a}/p2p/{peer}" for a in addrs if is_circuit(a)]
+    known = [str(a) for a in store.addrs(pid)] if pid in store.peer_ids() else []
     errors: list[str] = []
-    if direct:
-        with trio.move_on_after(timeout if not relayed else min(timeout, _DIRECT_FIRST)):
-            try:
-                await host.connect(PeerInfo(pid, direct))
-                return
-            except Exception as exc:  # libp2p dial errors of many types; the relays may still work
-                errors.append(str(exc))
-        if not errors:
-            errors.append("direct dial timed out")
+    tried: set[str] = set()
+    if await _try_direct(host, pid, known, tried, errors, timeout):
+        return
+    if not any(is_circuit(a) for a in known) and dht is not None:
+        found = await dht.find_peer(peer)
+        if await _try_direct(host, pid, found, tried, errors, timeout):
+            return
+        known += found
+    relayed = [a if a.endswith(f"/p2p/{peer}") else f"{a}/p2p/{peer}" for a in dict.fromkeys(known) if is_circuit(a)]
     if nat is not None:
         for addr in relayed:
             try:
@@ -326,4 +319,25 @@ async def reach_peer(host: Any, pid: Any, dht: Any, nat: NatService | None, time
                 return
             except Unreachable as exc:
                 errors.append(str(exc))
-    raise Unreachable(f"cannot reach {peer}: {'; '.join(errors) or 'no usable address'}")
+    raise Unreachable(f"cannot reach {peer}: {'; '.join(errors) or 'no known address'}")
+
+
+async def _try_direct(
+    host: Any, pid: Any, addrs: list[str], tried: set[str], errors: list[str], timeout: float
+) -> bool:
+    """Dial the direct addresses among ``addrs`` not tried yet (bounded: relays may follow)."""
+    from libp2p.peer.peerinfo import PeerInfo
+
+    direct = [a for a in addrs if not is_circuit(a) and a not in tried]
+    tried.update(direct)
+    if not direct:
+        return False
+    with trio.move_on_after(min(timeout, _DIRECT_FIRST)):
+        try:
+            await host.connect(PeerInfo(pid, [multiaddr.Multiaddr(a) for a in direct]))
+            return True
+        except Exception as exc:  # libp2p dial errors of many types; the relays may still work
+            errors.append(str(exc))
+            return False
+    errors.append(f"direct dial timed out ({', '.join(direct)})")
+    return False
