@@ -59,6 +59,20 @@ class NetSection:
     max_request_bytes: int = 1 << 20
     """Largest request to a protocol without a limit of its own (a task spec's limit is
     ``[tables] spec_max_bytes``; status and ledger requests 4 KiB)."""
+    dht: bool = True
+    """Join the Kademlia DHT: find peers by id and blob providers (a private one in swarm mode)."""
+    nat_traversal: bool = True
+    """Behind a NAT: reserve a slot on relays, advertise the relayed address, try hole punching."""
+    relay: bool = False
+    """Serve as a circuit relay for nodes behind NATs (``edgenode run --relay``)."""
+    relay_max_reservations: int = 32
+    """Relay: reservations held at once."""
+    relay_max_circuits: int = 8
+    """Relay: relayed connections at once per reserved peer."""
+    relay_max_bytes: int = 64 << 20
+    """Relay: bytes one relayed connection may carry before it is reset."""
+    relay_max_duration_s: int = 600
+    """Relay: seconds one relayed connection may last before it is reset."""
 
     def __post_init__(self) -> None:
         if min(self.max_inflight_per_peer, self.max_concurrent_per_channel, self.max_inbound_streams_per_peer) < 1:
@@ -338,6 +352,16 @@ CONFIG_TEMPLATE = """\
 # max_inbound_streams_per_peer = 64
 # Largest request to a protocol without a limit of its own (task specs: [tables] spec_max_bytes).
 # max_request_bytes = 1048576
+# Kademlia DHT (peers by id, blob providers; private to the swarm in swarm mode).
+# dht = true
+# Behind a NAT: reserve relay slots, advertise relayed addresses, try hole punching (DCUtR).
+# nat_traversal = true
+# Serve as a circuit relay (or: edgenode run --relay), within these limits.
+# relay = false
+# relay_max_reservations = 32
+# relay_max_circuits = 8
+# relay_max_bytes = 67108864
+# relay_max_duration_s = 600
 
 [node]
 # Tasks run at once.

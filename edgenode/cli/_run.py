@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ def register(sub: Any) -> None:
                    help="peers to dial at start (with /p2p/PEER_ID)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="N",
                    help="serve Prometheus metrics on 127.0.0.1:N (0: off)")
+    p.add_argument("--relay", action="store_true",
+                   help="serve as a circuit relay for nodes behind NATs (limits: [net] relay_*)")
     p.add_argument("--slots", type=int, default=None, help="tasks run at once (default from config.toml)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     p.add_argument("--dashboard-port", type=int, default=None, metavar="N",
@@ -69,6 +72,8 @@ async def _run(args: argparse.Namespace) -> int:
         net = dataclasses.replace(net, listen=tuple(args.listen))
     if args.bootstrap is not None:
         net = dataclasses.replace(net, bootstrap=tuple(args.bootstrap))
+    if getattr(args, "relay", False):
+        net = dataclasses.replace(net, relay=True)
     nodesec = cfg.node
     if args.metrics_port is not None:
         nodesec = dataclasses.replace(nodesec, metrics_port=args.metrics_port)
@@ -99,7 +104,10 @@ async def _run(args: argparse.Namespace) -> int:
     sandbox = Sandbox(dataclasses.replace(cfg.sandbox, cache_dir=home / (cfg.sandbox.cache_dir or "cache")),
                       models=registry)
     transport = P2PTransport(ident, listen=list(net.listen), bootstrap=list(net.bootstrap),
-                             mdns=net.mdns, quic=net.transport == "quic", config=p2p_config(cfg))
+                             mdns=net.mdns, quic=net.transport == "quic",
+                             config=p2p_config(cfg, guard.swarm_id if guard is not None else ""),
+                             gate=member_gate(guard) if guard is not None else None,
+                             namespace=guard.swarm_id if guard is not None else "")
     runtime = build_runtime(ident, cfg, transport, store, sandbox=sandbox, registry=RegistryEngine(registry),
                             models=registry, guard=guard, replay_store=replay)
     dashboard: Any = None
@@ -136,8 +144,9 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if runtime.failure is None else EXIT_ERROR
 
 
-def p2p_config(cfg: NodeConfig) -> P2PConfig:
-    """The libp2p transport's bounds from ``[net]`` (and a task spec's from ``[tables] spec_max_bytes``)."""
+def p2p_config(cfg: NodeConfig, swarm_id: str = "") -> P2PConfig:
+    """The libp2p transport's bounds from ``[net]`` (and a task spec's from ``[tables] spec_max_bytes``);
+    in swarm mode (``swarm_id``) the DHT speaks the swarm's own protocol id."""
     net = cfg.net
     limits = dict(P2PConfig().request_limits)
     limits[TASK_PROTOCOL] = cfg.tables.spec_max_bytes + (64 << 10)  # the envelope around the spec
@@ -147,4 +156,28 @@ def p2p_config(cfg: NodeConfig) -> P2PConfig:
         max_inbound_streams_per_peer=net.max_inbound_streams_per_peer,
         default_request_bytes=net.max_request_bytes,
         request_limits=tuple(sorted(limits.items())),
+        dht=net.dht,
+        dht_protocol=f"/edgenode/{swarm_id}/kad/1.0.0" if swarm_id else P2PConfig().dht_protocol,
+        nat_traversal=net.nat_traversal,
+        holepunch=net.nat_traversal,
+        relay_hop=net.relay,
+        relay_max_reservations=net.relay_max_reservations,
+        relay_max_circuits=net.relay_max_circuits,
+        relay_max_bytes=net.relay_max_bytes,
+        relay_max_duration=net.relay_max_duration_s,
     )
+
+
+def member_gate(guard: Any) -> Callable[[str], bool]:
+    """Swarm mode: only members with a valid certificate use this node's relay and DHT (runs in the
+    network thread: a lookup of what the guard already checked, no handshake)."""
+    from ..security import Refused
+
+    def gate(peer: str) -> bool:
+        try:
+            guard.check_known(peer)
+        except Refused:
+            return False
+        return True
+
+    return gate

@@ -168,3 +168,16 @@ async def test_autonat_finds_a_loopback_node_reachable() -> None:
         assert a.reachability == "unknown"
         await a.connect(b.listen_addrs[0])
         await until(lambda: _true(a.reachability == "public" and b.reachability == "public"), "AutoNAT verdicts")
+
+
+def test_net_config_reaches_the_transport_and_swarm_mode_gets_a_private_dht() -> None:
+    from edgenode.cli._run import p2p_config
+    from edgenode.config import NetSection, NodeConfig
+
+    net = NetSection(relay=True, relay_max_reservations=3, relay_max_circuits=2, relay_max_bytes=1 << 20,
+                     relay_max_duration_s=30, nat_traversal=False, dht=True)
+    c = p2p_config(NodeConfig(net=net))
+    assert (c.relay_hop, c.relay_max_reservations, c.relay_max_circuits, c.relay_max_bytes, c.relay_max_duration) == (
+        True, 3, 2, 1 << 20, 30)
+    assert (c.nat_traversal, c.holepunch, c.dht_protocol) == (False, False, "/ipfs/kad/1.0.0")
+    assert p2p_config(NodeConfig(net=net), "12D3KooWswarm").dht_protocol == "/edgenode/12D3KooWswarm/kad/1.0.0"
