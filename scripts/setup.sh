@@ -9,7 +9,7 @@ command -v "$PY" >/dev/null || PY=python3
 # Debian packages: the wasm32-wasi C toolchain for the example tasks, binaryen (the Asyncify
 # pass for migratable tasks), the checkers the deploy tests use, and chromium (the dashboard's
 # browser tests drive it headless).  With --firmware, also what the arm64 image build and boot need.
-APT_PKGS="clang lld wasi-libc libclang-rt-dev-wasm32 wabt binaryen shellcheck systemd chromium"
+APT_PKGS="clang lld wasi-libc libclang-rt-dev-wasm32 wabt binaryen shellcheck systemd chromium iproute2 iptables nftables"
 if [ "${1:-}" = "--firmware" ]; then
   APT_PKGS="$APT_PKGS mmdebstrap arch-test qemu-system-arm qemu-user-static binfmt-support genimage dosfstools mtools e2fsprogs xz-utils"
 fi
