@@ -1,4 +1,5 @@
-"""Migration figures: snapshot size, pause (checkpoint + libp2p transfer + resume), Asyncify overhead.
+"""Migration figures: snapshot size, pause (checkpoint + libp2p transfer + resume), Asyncify overhead,
+work saved by periodic checkpoints when executors are killed.
 
 The task is ``examples/tasks/migrate.c`` with 16 MiB of touched (pseudo-random, so
 incompressible) memory. Node A runs it and, after a moment, is asked for a checkpoint that
@@ -6,7 +7,7 @@ stops it; node B fetches the snapshot by its sha256 from A over real py-libp2p o
 (two transports in this process), verifies it, resumes and runs to the end. The output must
 equal an uninterrupted run's.
 
-    python benchmarks/bench_migrate.py [--quick] [--repeats N]
+    python benchmarks/bench_migrate.py [--quick] [--repeats N] [--only overhead|pause|kills]
 
 Figures:
 
@@ -14,7 +15,10 @@ Figures:
 * ``migrate.pause_ms_p50`` / ``migrate.pause_ms_p99``: from the checkpoint request to the
   resumed task ready to continue on B (the parts' medians in params);
 * ``migrate.asyncify_overhead_ratio``: run time of the task with safe points, rewritten and
-  run without checkpoints, over the same task built without them (``-DEDGE_NO_SAFEPOINTS``).
+  run without checkpoints, over the same task built without them (``-DEDGE_NO_SAFEPOINTS``);
+* ``migrate.work_saved_ratio``: ``examples/scenarios/migrate_kills.toml`` on simnet (memnet, in a
+  child process): migrate.c tasks with ``checkpoint_ms`` while executors are killed; fuel carried
+  over from snapshots / fuel a restart from zero would redo (docs/simnet.md).
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import emit as _emit
-from _common import median, percentile
+from _common import median, percentile, run_child
 
 from edgenode.identity import Identity
 from edgenode.net import MemoryBlobStore
@@ -53,10 +60,11 @@ from edgenode.sandbox import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+KILLS_SCENARIO = REPO / "examples" / "scenarios" / "migrate_kills.toml"
 LIMITS = Limits(fuel=200_000_000_000, timeout_ms=30_000, memory_mb=64, max_output_bytes=1 << 20)
 
 
-def emit(name: str, value: float, unit: str, **params: object) -> None:
+def emit(name: str, value: float | None, unit: str, **params: object) -> None:
     _emit(name, value, unit, **params, loadavg_1m=round(os.getloadavg()[0], 2))
 
 
@@ -165,22 +173,66 @@ async def pauses(a: Sandbox, b: Sandbox, h: str, repeats: int, after_s: float) -
     emit("migrate.pause_ms_p99", round(percentile(total, 99), 1), "ms", **params)
 
 
+def _kills_child(table: str) -> None:
+    """Run the kill scenario in this process and print what the parent emits (the child of :func:`kills`)."""
+    from simnet import parse_scenario, run_scenario
+    from simnet._swarm import make_backend
+
+    sc = parse_scenario(json.loads(table))
+    t0 = time.perf_counter()
+    res = asyncio.run(run_scenario(sc, make_backend(sc)))
+    rec = res.recorder
+    figures = {f.name: f.value for f in res.figures if f.name.startswith(("migrate.", "simnet.tasks_"))}
+    out = {"wall_s": time.perf_counter() - t0, "invariants": res.invariants_hold, "lost": len(rec.lost()),
+           "duplicated": len(rec.duplicated()), "figures": figures}
+    sys.stdout.write("MIGRATE-KILLS " + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip the interpreter teardown (see simnet.cli.main)
+
+
+def kills(quick: bool) -> None:
+    table = tomllib.loads(KILLS_SCENARIO.read_text())
+    if quick:
+        table["swarm"]["duration_s"] = 18.0  # three of the five kills
+    res = run_child(__file__, json.dumps(table), "MIGRATE-KILLS", timeout=900)
+    fig = res["figures"]
+    mix = table["workload"]["mix"][0]
+    ratio = fig["migrate.work_saved_ratio"]  # NaN (no kill hit a running task): null
+    emit("migrate.work_saved_ratio", None if math.isnan(ratio) else round(ratio, 3), "ratio",
+         scenario=KILLS_SCENARIO.name, nodes=table["swarm"]["nodes"], duration_s=table["swarm"]["duration_s"],
+         rounds=mix["rounds"], checkpoint_ms=mix["checkpoint_ms"], runs_killed=int(fig["migrate.runs_killed"]),
+         tasks_resumed=int(fig["migrate.tasks_resumed"]), fuel_at_kill=int(fig["migrate.fuel_at_kill"]),
+         fuel_carried=int(fig["migrate.fuel_carried"]), outputs_checked=int(fig["migrate.outputs_checked"]),
+         outputs_mismatched=int(fig["migrate.outputs_mismatched"]), tasks_ok=int(fig["simnet.tasks_ok"]),
+         tasks_submitted=int(fig["simnet.tasks_submitted"]), lost=res["lost"], duplicated=res["duplicated"],
+         invariants_hold=res["invariants"], wall_s=round(res["wall_s"], 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, a shorter kill scenario")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--only", choices=("overhead", "pause", "kills"), default=None, help="one figure group")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child is not None:
+        _kills_child(args.child)
     if not have_wasm_opt():
         raise SystemExit("bench_migrate: binaryen's wasm-opt is missing (scripts/setup.sh installs it)")
     repeats = args.repeats or (3 if args.quick else 20)
-    with tempfile.TemporaryDirectory(prefix="bench-migrate-") as tmp:
-        safe_bytes, plain_bytes = _build(Path(tmp))
-        with Sandbox(SandboxConfig(cache_dir=Path(tmp) / "a", max_fuel=LIMITS.fuel)) as a, \
-                Sandbox(SandboxConfig(cache_dir=Path(tmp) / "b", max_fuel=LIMITS.fuel)) as b:
-            safe, plain = a.compile(safe_bytes), a.compile(plain_bytes)
-            b.compile(safe_bytes)
-            overhead(a, safe, plain, max(3, repeats // 2))
-            asyncio.run(pauses(a, b, safe, repeats, after_s=0.3))
+    if args.only in (None, "overhead", "pause"):
+        with tempfile.TemporaryDirectory(prefix="bench-migrate-") as tmp:
+            safe_bytes, plain_bytes = _build(Path(tmp))
+            with Sandbox(SandboxConfig(cache_dir=Path(tmp) / "a", max_fuel=LIMITS.fuel)) as a, \
+                    Sandbox(SandboxConfig(cache_dir=Path(tmp) / "b", max_fuel=LIMITS.fuel)) as b:
+                safe, plain = a.compile(safe_bytes), a.compile(plain_bytes)
+                b.compile(safe_bytes)
+                if args.only in (None, "overhead"):
+                    overhead(a, safe, plain, max(3, repeats // 2))
+                if args.only in (None, "pause"):
+                    asyncio.run(pauses(a, b, safe, repeats, after_s=0.3))
+    if args.only in (None, "kills"):
+        kills(args.quick)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 :func:`run_scenario` with a backend from :func:`make_backend`.
 """
 
-from ._backend import FLRound, LedgerState, SwarmBackend, SwarmState, TaskOutcome, TaskRequest
+from ._backend import FLRound, LedgerState, MovedWork, SwarmBackend, SwarmState, TaskOutcome, TaskRequest
 from ._driver import Progress, run_scenario
 from ._errors import ScenarioError, SimnetError
 from ._faults import ACTIONS, FaultAction, FaultSchedule, FaultSpan
@@ -15,6 +15,7 @@ from ._scenario import (
     DEFAULT_SCENARIO,
     FAULT_KINDS,
     SLA_CLASSES,
+    TASKS,
     TRANSPORTS,
     Fault,
     FLSection,
@@ -38,6 +39,7 @@ __all__ = [
     "REPORT_JSON",
     "REPORT_MD",
     "SLA_CLASSES",
+    "TASKS",
     "TRANSPORTS",
     "Arrival",
     "FLRound",
@@ -49,6 +51,7 @@ __all__ = [
     "Figure",
     "LedgerState",
     "LinkClass",
+    "MovedWork",
     "Profile",
     "Progress",
     "Recorder",

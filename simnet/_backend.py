@@ -16,7 +16,7 @@ from typing import Any
 from ._faults import FaultAction
 from ._scenario import FLSection, TaskMix
 
-__all__ = ["SwarmBackend", "TaskRequest", "TaskOutcome", "LedgerState", "SwarmState", "FLRound"]
+__all__ = ["SwarmBackend", "TaskRequest", "TaskOutcome", "LedgerState", "MovedWork", "SwarmState", "FLRound"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,20 @@ class LedgerState:
 
 
 @dataclass(frozen=True)
+class MovedWork:
+    """Tasks with safe points (``migrate``) whose executor was killed: work kept and work lost."""
+
+    killed: tuple[tuple[str, int], ...] = ()
+    """(task id, fuel the task had used, all hops together) for each run a kill ended."""
+    resumed: tuple[tuple[str, int], ...] = ()
+    """(task id, fuel of the snapshot it resumed from) for each run that resumed one."""
+    checked: tuple[str, ...] = ()
+    """Resumed tasks whose output was compared with an uninterrupted run's."""
+    mismatched: tuple[str, ...] = ()
+    """Those whose output differed (must be empty)."""
+
+
+@dataclass(frozen=True)
 class SwarmState:
     """What the backend reports at the end of the run."""
 
@@ -72,6 +86,8 @@ class SwarmState:
     drops: dict[str, int] = field(default_factory=dict)
     byzantine: dict[str, int] = field(default_factory=dict)
     """Byzantine attempts and their detection, by name."""
+    moved: MovedWork = field(default_factory=MovedWork)
+    """Kills of tasks with safe points and their resumes (memnet)."""
 
 
 @dataclass(frozen=True)

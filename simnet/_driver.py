@@ -218,6 +218,8 @@ async def run_scenario(
                 rec.rerecorded.append(tid)
     rec.on_fork_proof(state.fork_proofs)
     rec.on_drops(state.drops.items())
+    mv = state.moved
+    rec.on_moved_work(mv.killed, mv.resumed, mv.checked, mv.mismatched)
     for k, v in state.byzantine.items():
         rec.byzantine[k] += v
     params = {"nodes": sw.nodes, "transport": sw.transport, "scenario": sw.name, "seed": sw.seed}

@@ -6,7 +6,9 @@ nodes: both are thread-safe, and a thousand wasmtime engines with their epoch
 threads would not fit one machine.  Each node sees them through a small view
 that keeps what the node itself holds (modules it fetched, models of its
 profile) and scales run time by the profile's ``speed`` (a slower board holds
-its slot longer).  Tasks still really run: outputs are real and verified.
+its slot longer).  Tasks still really run: outputs are real and verified.  A view
+prepares runs too (tasks with safe points: checkpoints, resumes, and what a kill
+does to them, :mod:`simnet._migrate`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import io
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,7 +28,9 @@ import wasmtime
 from edgenode.errors import LocalError
 from edgenode.inference import ModelRegistry
 from edgenode.protocol import KIND_INFER, KIND_WASM
-from edgenode.sandbox import Limits, RunResult, Sandbox, SandboxConfig, TaskIO
+from edgenode.sandbox import Checkpointing, Limits, RunResult, Sandbox, SandboxConfig, Snapshot, TaskIO
+
+from ._migrate import KillSwitch, SwitchedRun, migrate_input, migrate_module
 
 __all__ = [
     "ECHO_WAT",
@@ -117,8 +122,12 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def task_shape(task: str, payload: int) -> TaskShape:
-    """The module and input of a task of kind ``task`` (``echo``, ``spin``, ``infer``) for ``payload``."""
+def task_shape(task: str, payload: int, rounds: int = 0) -> TaskShape:
+    """The module and input of a task of kind ``task`` (``echo``, ``spin``, ``infer``, ``migrate`` of
+    ``rounds`` rounds) for ``payload``."""
+    if task == "migrate":
+        mod = migrate_module()
+        return TaskShape(KIND_WASM, mod, hashlib.sha256(mod).hexdigest(), migrate_input(payload, rounds))
     if task in ("echo", "spin"):
         mod = _module(task)
         data = payload.to_bytes(4, "little") if task == "spin" else f"task {payload}\n".encode()
@@ -143,7 +152,8 @@ def _lcg_jump(x: int, n: int, a: int = 1664525, c: int = 1013904223) -> int:
 
 
 def expected_output(task: str, payload: int) -> bytes | None:
-    """The output a correct executor returns (None where it depends on the model's floats)."""
+    """The output a correct executor returns (None where it depends on the model's floats, and for
+    ``migrate``: an uninterrupted run's output, checked at the end of the run for the tasks that moved)."""
     if task == "echo":
         return f"task {payload}\n".encode()
     if task == "spin":
@@ -157,7 +167,7 @@ class SharedEngines:
     def __init__(self, workdir: Path, *, models: bool = True) -> None:
         """``models``: load the digits model (onnxruntime) for ``infer`` tasks; without it no
         node serves a model.  Make this on the main thread (wasmtime's engine)."""
-        self.sandbox = Sandbox(SandboxConfig(max_instances=64))
+        self.sandbox = Sandbox(SandboxConfig(max_instances=64, max_fuel=1 << 40))  # migrate tasks: ~2e7 a round
         self.registry: ModelRegistry | None = None
         self.digits_hash = ""
         if models:
@@ -182,6 +192,8 @@ class NodeWasm:
         self._speed = speed
         self._held: set[str] = set()
         self._lock = threading.Lock()
+        self.switch = KillSwitch()
+        """What killing this node does to its runs of tasks with safe points (memnet kills)."""
 
     def has_module(self, module_hash: str) -> bool:
         with self._lock:
@@ -197,6 +209,23 @@ class NodeWasm:
         res = self._shared.sandbox.run(module_hash, io, limits)
         _slow_down(res.wall_ms, self._speed)
         return res
+
+    def prepare(
+        self,
+        module_hash: str,
+        io: TaskIO,
+        limits: Limits,
+        *,
+        checkpointing: Checkpointing | None = None,
+        resume: Sequence[Snapshot] = (),
+    ) -> SwitchedRun:
+        """A run the executor starts once (checkpoints, resumes; what a kill does, :mod:`simnet._migrate`)."""
+        policy = self.switch.guard(checkpointing)
+        run = self._shared.sandbox.prepare(module_hash, io, limits, checkpointing=policy, resume=resume)
+        return self.switch.wrap(run, checkpointing, resume, lambda res: _slow_down(res.wall_ms, self._speed))
+
+    def open_snapshot(self, data: bytes, *, trusted: set[bytes] | None = None) -> Snapshot:
+        return self._shared.sandbox.open_snapshot(data, trusted=trusted)
 
 
 class NodeInfer:

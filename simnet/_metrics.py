@@ -81,6 +81,14 @@ class Recorder:
         after an answer was lost (a crash, a partition or a lossy link between commit and reply)."""
         self.byzantine: Counter[str] = Counter()
         """What byzantine nodes tried, by behaviour, and what the honest swarm caught."""
+        self.killed_runs: list[tuple[str, int]] = []
+        """(task id, fuel used by then) for each run of a task with safe points that a kill ended."""
+        self.resumed_runs: list[tuple[str, int]] = []
+        """(task id, fuel of the snapshot) for each run that resumed a snapshot."""
+        self.outputs_checked: list[str] = []
+        """Resumed tasks whose output was compared with an uninterrupted run's."""
+        self.outputs_mismatched: list[str] = []
+        """Those whose output differed (must be empty)."""
 
     # -- tasks ------------------------------------------------------------------
     def on_submit(self, task_id: str, kind: str, sla: str, now: float) -> None:
@@ -148,6 +156,38 @@ class Recorder:
 
     def on_event(self, text: str, now: float) -> None:
         self.events.append((now, text))
+
+    def on_moved_work(
+        self,
+        killed: Iterable[tuple[str, int]],
+        resumed: Iterable[tuple[str, int]],
+        checked: Iterable[str] = (),
+        mismatched: Iterable[str] = (),
+    ) -> None:
+        """Runs of tasks with safe points that kills ended, the resumes, and the outputs checked."""
+        self.killed_runs += killed
+        self.resumed_runs += resumed
+        self.outputs_checked += checked
+        self.outputs_mismatched += mismatched
+
+    def work_saved(self) -> tuple[int, int]:
+        """(fuel a restart from zero would redo, fuel carried over from snapshots) over the tasks that a
+        kill hit while they ran and that then got a verified result.
+
+        A restart from zero redoes, at each kill, all the work the task had done by then (its fuel,
+        every hop together); a resume redoes only what came after its snapshot. Per task the
+        carried fuel is the sum over its resumes, at most the sum over its kills.
+        """
+        done = {t.task_id for t in self.tasks.values() if t.results >= 1}
+        at_kill: defaultdict[str, int] = defaultdict(int)
+        carried: defaultdict[str, int] = defaultdict(int)
+        for tid, fuel in self.killed_runs:
+            if tid in done:
+                at_kill[tid] += fuel
+        for tid, fuel in self.resumed_runs:
+            if tid in at_kill:
+                carried[tid] += fuel
+        return sum(at_kill.values()), sum(min(carried[t], at_kill[t]) for t in at_kill)
 
     # -- figures ----------------------------------------------------------------
     def lost(self) -> list[str]:
@@ -228,5 +268,15 @@ class Recorder:
             add("simnet.drops", n, "messages", reason=reason)
         for what, n in sorted(self.byzantine.items()):
             add("simnet.byzantine", n, "events", what=what)
+        if any(t.kind == "migrate" for t in self.tasks.values()):
+            redo, kept = self.work_saved()
+            add("migrate.runs_killed", len(self.killed_runs), "runs")
+            add("migrate.tasks_resumed", len({t for t, _ in self.resumed_runs}), "tasks")
+            add("migrate.fuel_at_kill", redo, "fuel")
+            add("migrate.fuel_carried", kept, "fuel")
+            add("migrate.fuel_redone", redo - kept, "fuel")
+            add("migrate.work_saved_ratio", kept / redo if redo else math.nan, "ratio")
+            add("migrate.outputs_checked", len(self.outputs_checked), "tasks")
+            add("migrate.outputs_mismatched", len(self.outputs_mismatched), "tasks")
         add("simnet.run_s", elapsed_s, "s")
         return out

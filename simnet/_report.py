@@ -50,9 +50,11 @@ class RunResult:
 
     @property
     def invariants_hold(self) -> bool:
-        """No task lost, none duplicated, every ledger verified."""
+        """No task lost, none duplicated, every ledger verified, every resumed task's output that of an
+        uninterrupted run."""
         rec = self.recorder
-        return not rec.lost() and not rec.duplicated() and all(v["verified"] for v in rec.ledgers.values())
+        return (not rec.lost() and not rec.duplicated() and all(v["verified"] for v in rec.ledgers.values())
+                and not rec.outputs_mismatched)
 
 
 def _mark_faults(ax: Any, spans: Sequence[FaultSpan]) -> None:
@@ -169,7 +171,9 @@ def _markdown(res: RunResult, images: list[str]) -> str:
     verdict = "hold" if res.invariants_hold else "BROKEN"
     lines.append(
         f"**Invariants {verdict}**: {len(rec.lost())} accepted tasks lost, {len(rec.duplicated())} duplicated, "
-        f"{sum(1 for v in rec.ledgers.values() if v['verified'])}/{len(rec.ledgers)} ledgers verify."
+        f"{sum(1 for v in rec.ledgers.values() if v['verified'])}/{len(rec.ledgers)} ledgers verify"
+        + (f", {len(rec.outputs_checked) - len(rec.outputs_mismatched)}/{len(rec.outputs_checked)} resumed "
+           "tasks' outputs equal an uninterrupted run's." if rec.outputs_checked else ".")
     )
     lines.append("")
     for note in res.notes:
@@ -220,6 +224,7 @@ def write_report(res: RunResult, out_dir: Path) -> Path:
         ],
         "lost": rec.lost(),
         "duplicated": rec.duplicated(),
+        "outputs_mismatched": rec.outputs_mismatched,
         "events": [{"t_s": t, "event": e} for t, e in rec.events],
         "images": images,
     }

@@ -32,6 +32,7 @@ __all__ = [
     "BYZANTINE_BEHAVIOURS",
     "SLA_CLASSES",
     "TRANSPORTS",
+    "TASKS",
     "FL_STRATEGIES",
     "load_scenario",
     "parse_scenario",
@@ -51,6 +52,8 @@ FL_STRATEGIES = (
 """Flower strategies (``federated.flower.STRATEGIES``)."""
 TRANSPORTS = ("mem", "libp2p")
 """``mem``: the in-process network; ``libp2p``: real py-libp2p hosts on loopback."""
+TASKS = ("echo", "spin", "infer", "migrate")
+"""Built-in tasks of the workload mix."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,19 @@ class TaskMix:
     """One entry of ``[[workload.mix]]``: a kind of task and its share."""
 
     task: str = "echo"
-    """Built-in task: ``echo`` (wasm, stdin to stdout), ``spin`` (wasm, a compute loop) or ``infer`` (digits model)."""
+    """Built-in task: ``echo`` (wasm, stdin to stdout), ``spin`` (wasm, a compute loop), ``infer`` (digits
+    model) or ``migrate`` (``examples/tasks/migrate.c``: a long task with safe points, memnet only)."""
     weight: float = 1.0
     """Relative share of submissions."""
     sla: str = "latency"
     """SLA class: ``latency`` or ``cost``."""
     deadline_ms: int = 2000
-    """Per-attempt deadline before the submitter reassigns."""
+    """Per-attempt deadline before the submitter reassigns (``migrate``: also the run's time limit)."""
+    rounds: int = 1000
+    """``migrate``: the task's length in rounds of migrate.c (about 1.5 ms and 2e7 fuel each on a laptop core)."""
+    checkpoint_ms: int = 0
+    """``migrate``: the executor ships a snapshot to the submitter every this many ms (at least 100), and a
+    killed executor's task resumes from the latest; 0: none (a killed task restarts from zero)."""
 
 
 @dataclass(frozen=True)
@@ -328,10 +337,12 @@ def _validate(sc: Scenario, where: str = "scenario") -> None:
     _check(bool(wl.mix), f"{w}.mix: at least one entry")
     for i, m in enumerate(wl.mix):
         mw = f"{w}.mix[{i}]"
-        _check(m.task in ("echo", "spin", "infer"), f"{mw}.task: echo, spin or infer")
+        _check(m.task in TASKS, f"{mw}.task: must be one of {list(TASKS)}")
         _check(m.weight > 0, f"{mw}.weight: must be > 0")
         _check(m.sla in SLA_CLASSES, f"{mw}.sla: must be one of {list(SLA_CLASSES)}")
         _check(m.deadline_ms > 0, f"{mw}.deadline_ms: must be > 0")
+        _check(1 <= m.rounds <= 30_000, f"{mw}.rounds: must be in [1, 30000]")
+        _check(m.checkpoint_ms == 0 or m.checkpoint_ms >= 100, f"{mw}.checkpoint_ms: 0 or at least 100")
     fl = sc.fl
     w = f"{where}.fl"
     _check(fl.model in ("logreg", "mlp"), f"{w}.model: logreg or mlp")

@@ -5,7 +5,8 @@ admission, ledger chain (SQLite or memory store), signed adverts and receipts,
 the real wasmtime sandbox and onnxruntime (shared, see :mod:`simnet._engines`).
 Submitters are the real :class:`edgenode.tasks.Submitter`.  Only the network
 is simulated (:class:`edgenode.net.memnet.MemNetwork`: links, loss,
-partitions, crashes).
+partitions, crashes).  A kill also stops the node's runs of tasks with safe
+points, as killing its process would (:mod:`simnet._migrate`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from edgenode.tasks import Submitter
 from ledger import LedgerStore, MemoryLedgerStore, SqliteLedgerStore
 
 from ._audit import audit_own_chain
-from ._backend import FLRound, LedgerState, SwarmBackend, SwarmState
+from ._backend import FLRound, LedgerState, MovedWork, SwarmBackend, SwarmState
 from ._byzantine import ByzantineTransport, replay_specs, spam_burst
 from ._engines import NodeInfer, NodeWasm, SharedEngines, task_shape
 from ._errors import SimnetError
 from ._faults import FaultAction
 from ._federated import centralized_accuracy, fl_start, launch_fl, node_fl_section
+from ._migrate import migrate_module, same_as_uninterrupted
 from ._scenario import FLSection, LinkClass, Scenario
 from ._swarm_base import PROBE_TOPIC, _identity, _SwarmBase, assign_profiles
 from ._wrap import QuietTransport, RecordingTransport
@@ -71,6 +73,8 @@ class MemSwarm(_SwarmBase):
         self.net = MemNetwork(sw.seed, gossip_degree=6)
         self.runtimes: list[Runtime] = []
         self.nodes: list[Node] = []
+        self.wasm: list[NodeWasm] = []
+        """Each node's view of the shared sandbox (its kill switch: what a kill does to its runs)."""
         self.byz: dict[int, ByzantineTransport] = {}
         self._launcher: Transport | None = None
         self._bg: list[asyncio.Task[None]] = []
@@ -105,6 +109,9 @@ class MemSwarm(_SwarmBase):
         )
         if need_models:
             await asyncio.to_thread(task_shape, "infer", 0)  # trains the digits model off the loop
+        modules = [task_shape(task, 0).module for task in ("echo", "spin")]
+        if any(m.task == "migrate" for m in self.sc.workload.mix):
+            modules.append(await asyncio.to_thread(migrate_module))  # clang, once per process
         self._engines = eng = SharedEngines(root, models=need_models)
         for a in sorted(self.sc.links):
             for b in sorted(self.sc.links):
@@ -130,9 +137,10 @@ class MemSwarm(_SwarmBase):
                 node=NodeSection(slots=prof.slots, queue=prof.queue, cost_class=prof.cost_class),
                 fl=node_fl_section(self.sc.fl, i, sw.seed),
             )
+            self.wasm.append(NodeWasm(eng, prof.speed))
             runtime = build_runtime(
                 ident, cfg, t, await self._store(i, root),
-                sandbox=NodeWasm(eng, prof.speed), registry=NodeInfer(eng, models, list(prof.providers), prof.speed),
+                sandbox=self.wasm[i], registry=NodeInfer(eng, models, list(prof.providers), prof.speed),
                 timing=timing, replicate=sw.replicate, fl=self.sc.fl.enabled,
             )  # fmt: skip
             self.runtimes.append(runtime)
@@ -151,8 +159,8 @@ class MemSwarm(_SwarmBase):
                 self.net.wire(ident.peer_id, pid)
             sub = Submitter(ident, rt)
             await sub.start()
-            for task in ("echo", "spin"):
-                sub.add_module(task_shape(task, 0).module)
+            for module in modules:
+                sub.add_module(module)
             self.submitters.append(sub)
             self.recorders.append(rt)
         for sub in self.submitters:
@@ -174,10 +182,11 @@ class MemSwarm(_SwarmBase):
             with contextlib.suppress(EdgenodeError):
                 await self._launcher.stop()
             self._launcher = None
-        for pid in self.ids:
+        for i, pid in enumerate(self.ids):
             if not self.net.is_up(pid):
                 with contextlib.suppress(EdgenodeError):
                     self.net.restart(pid)  # a crashed node restarts to shut down cleanly
+                    self.wasm[i].switch.revive()
         await asyncio.gather(*(self._stop_node(r) for r in self.runtimes))
         for rt in self.recorders:
             with contextlib.suppress(EdgenodeError):
@@ -208,13 +217,15 @@ class MemSwarm(_SwarmBase):
         if kind in ("kill", "partition", "degrade"):
             self.faulted.update(action.nodes)
         if kind == "kill":
-            for pid in pids:
+            for i, pid in zip(action.nodes, pids, strict=True):
                 if self.net.is_up(pid):
+                    self.wasm[i].switch.kill()  # its runs of tasks with safe points die with it
                     self.net.crash(pid)
         elif kind == "restart":
-            for pid in pids:
+            for i, pid in zip(action.nodes, pids, strict=True):
                 with contextlib.suppress(EdgenodeError):
                     self.net.restart(pid)
+                    self.wasm[i].switch.revive()
         elif kind == "partition":
             self.net.partition([pids])
         elif kind == "heal":
@@ -322,7 +333,21 @@ class MemSwarm(_SwarmBase):
             for k, v in node.executor.counts.items():
                 if k in ("rejected", "repeat", "invalid", "busy"):
                     byz[f"executor_{k}"] += v
-        return SwarmState(tuple(ledgers), forks, dict(drops), dict(byz))
+        return SwarmState(tuple(ledgers), forks, dict(drops), dict(byz), await self._moved_work(sim_of))
+
+    async def _moved_work(self, sim_of: dict[str, str]) -> MovedWork:
+        """Kills of runs with safe points and the resumes, by simulator task id; the outputs of the
+        tasks that resumed compared with uninterrupted runs (one whole run each, after the workload)."""
+        killed = tuple((sim_of.get(t, t), fuel) for w in self.wasm for t, fuel in w.switch.killed)
+        resumed = tuple((sim_of.get(t, t), fuel) for w in self.wasm for t, fuel in w.switch.resumed)
+        moved = sorted({t for t, _ in resumed} & set(self.migrate_results))
+        assert self._engines is not None
+        sandbox = self._engines.sandbox
+        mismatched = []
+        for tid in moved:
+            if not await asyncio.to_thread(same_as_uninterrupted, sandbox, *self.migrate_results[tid]):
+                mismatched.append(tid)
+        return MovedWork(killed, resumed, tuple(moved), tuple(mismatched))
 
 
 BACKENDS = ("process", "ray")

@@ -23,6 +23,7 @@ from edgenode.tasks import TaskRequest as NodeTaskRequest
 from ._backend import SwarmBackend, TaskOutcome, TaskRequest
 from ._engines import expected_output, task_shape
 from ._faults import FaultSchedule
+from ._migrate import migrate_limits
 from ._scenario import Scenario
 from ._wrap import CURRENT_TASK, RecordingTransport
 
@@ -65,6 +66,8 @@ class _SwarmBase(SwarmBackend):
         self.recorders: list[RecordingTransport] = []
         self.faulted: set[int] = set()
         self._on_probe: Callable[[str, str], None] | None = None
+        self.migrate_results: dict[str, tuple[int, int, str]] = {}
+        """``migrate`` tasks with a verified ``ok`` result: task id -> (payload, rounds, sha256 of the output)."""
 
     @property
     def node_ids(self) -> list[str]:
@@ -75,18 +78,22 @@ class _SwarmBase(SwarmBackend):
         """Whether ``peer`` is an executor forging receipts."""
 
     async def submit(self, req: TaskRequest) -> TaskOutcome:
-        shape = task_shape(req.mix.task, req.payload)
+        mix = req.mix
+        shape = task_shape(mix.task, req.payload, mix.rounds)
         sub = self.submitters[req.submitter % len(self.submitters)]
         rt = self.recorders[req.submitter % len(self.recorders)]
+        migrate = mix.task == "migrate"
         nreq = NodeTaskRequest(
             kind=shape.kind,
             module=shape.module_hash,
             input=shape.input,
-            limits=TaskLimits(fuel=50_000_000, timeout_ms=min(5000, req.mix.deadline_ms)),
-            deadline_ms=req.mix.deadline_ms * req.max_attempts,
+            limits=(migrate_limits(mix.rounds, mix.deadline_ms) if migrate
+                    else TaskLimits(fuel=50_000_000, timeout_ms=min(5000, mix.deadline_ms))),
+            deadline_ms=mix.deadline_ms * req.max_attempts,
             redundancy=req.redundancy,
-            sla=req.mix.sla,
-            attempt_ms=req.mix.deadline_ms,
+            sla=mix.sla,
+            attempt_ms=mix.deadline_ms,
+            checkpoint_ms=mix.checkpoint_ms if migrate else 0,
         )
         token = CURRENT_TASK.set(req.task_id)
         try:
@@ -110,6 +117,8 @@ class _SwarmBase(SwarmBackend):
         if want is not None and out.output != want:
             status = "wrong_output"
         forged = sum(1 for p in rt.receipts_from.get(req.task_id, []) if self._is_forger(p))
+        if migrate and status == "ok":
+            self.migrate_results[req.task_id] = (req.payload, mix.rounds, hashlib.sha256(out.output).hexdigest())
         return TaskOutcome(
             verified=True,
             status=status,

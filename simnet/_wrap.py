@@ -9,6 +9,7 @@ from edgenode import wire
 from edgenode.errors import EdgenodeError
 from edgenode.net import GossipMessage, Handler, PeerEvent, Subscription, Transport, Validator
 from edgenode.protocol import TASK_PROTOCOL, Receipt, TaskSpec
+from edgenode.tasks import MIGRATE_PROTOCOL
 
 __all__ = ["DelegatingTransport", "RecordingTransport", "QuietTransport", "CURRENT_TASK"]
 
@@ -87,7 +88,7 @@ class RecordingTransport(DelegatingTransport):
             except EdgenodeError:
                 pass
         resp = await self.inner.request(peer, protocol, data, timeout)
-        if protocol == TASK_PROTOCOL and sim:
+        if protocol in (TASK_PROTOCOL, MIGRATE_PROTOCOL) and sim:  # a task, or its resume from a snapshot
             try:
                 msg = wire.open_envelope(resp).message
             except EdgenodeError:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import wasmtime
 
-__all__ = ["HERE", "C_TASKS", "WAT_TASKS", "build_all", "have_clang"]
+__all__ = ["HERE", "C_TASKS", "WAT_TASKS", "build_all", "build_c", "have_clang"]
 
 HERE = Path(__file__).resolve().parent
 C_TASKS = ("wordcount", "sha256", "digits", "exitcode", "loop", "membomb", "recurse", "flood", "migrate")
@@ -43,18 +43,23 @@ def build_all(out_dir: Path, *, c: bool = True) -> dict[str, Path]:
         built[name] = out
     if not c:
         return built
-    header = HERE / "include" / "edgenode.h"
     for name in C_TASKS:
-        src, out = HERE / f"{name}.c", out_dir / f"{name}.wasm"
-        if _stale(out, src, header):
-            tmp = out.with_suffix(".part")
-            cmd = ["clang", *CLANG_FLAGS, f"-I{HERE / 'include'}", "-o", str(tmp), str(src)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"clang failed for {src.name}:\n{proc.stderr}")
-            tmp.replace(out)
-        built[name] = out
+        built[name] = build_c(name, out_dir)
     return built
+
+
+def build_c(name: str, out_dir: Path) -> Path:
+    """Build one C example (``migrate``...) into ``out_dir`` unless up to date; its .wasm path. Needs clang."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src, out = HERE / f"{name}.c", out_dir / f"{name}.wasm"
+    if _stale(out, src, HERE / "include" / "edgenode.h"):
+        tmp = out.with_suffix(".part")
+        cmd = ["clang", *CLANG_FLAGS, f"-I{HERE / 'include'}", "-o", str(tmp), str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"clang failed for {src.name}:\n{proc.stderr}")
+        tmp.replace(out)
+    return out
 
 
 if __name__ == "__main__":
