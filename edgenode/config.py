@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import LocalError
+from .power import parse_condition
 from .sandbox import SandboxConfig
 
 __all__ = [
@@ -94,6 +95,24 @@ class NodeSection:
     """Advertised cost class: ``low``, ``standard`` or ``premium``."""
     metrics_port: int = 0
     """Prometheus endpoint port on 127.0.0.1; 0 turns it off."""
+    drain_when: tuple[str, ...] = ()
+    """Drain the node when one of these holds (checked every ``drain_poll_s``): ``"battery < PERCENT"``
+    (a battery's charge under ``sysfs``/class/power_supply, while not charging) or ``"thermal >
+    MILLIDEGREES"`` (a zone under ``sysfs``/class/thermal). Draining moves the running tasks with
+    safe points to other executors, then the node stops (``edgenode run`` exits 0), as on SIGTERM."""
+    drain_poll_s: float = 5.0
+    """How often ``drain_when`` is checked, in seconds."""
+    sysfs: str = "/sys"
+    """Where ``drain_when`` reads batteries and thermal zones (a test points it at a fake tree)."""
+
+    def __post_init__(self) -> None:
+        try:
+            for cond in self.drain_when:
+                parse_condition(cond)  # a bad condition is a config error at load, not a silent no-op
+        except LocalError as exc:
+            raise ValueError(str(exc)) from exc
+        if not self.drain_poll_s > 0:
+            raise ValueError("drain_poll_s must be > 0")
 
 
 @dataclass(frozen=True)
@@ -372,6 +391,11 @@ CONFIG_TEMPLATE = """\
 # cost_class = "standard"
 # Prometheus metrics on 127.0.0.1:PORT; 0 turns them off.
 # metrics_port = 0
+# Drain (move running tasks with safe points away, then stop) when a condition holds:
+# "battery < PERCENT" (not charging) or "thermal > MILLIDEGREES", read from sysfs every drain_poll_s.
+# drain_when = []
+# drain_poll_s = 5.0
+# sysfs = "/sys"
 
 [swarm]
 # Zero-trust swarm mode (docs/security.md).

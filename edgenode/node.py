@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from ledger import (
@@ -28,12 +29,14 @@ from ledger import (
 )
 
 from . import wire
+from ._node_moves import NodeMoves
 from ._version import __version__
 from .config import NodeConfig
 from .errors import EdgenodeError, RemoteError
 from .identity import Identity, public_key_from_peer_id
 from .metrics import NodeMetrics
 from .net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, Transport, follow_gossip
+from .power import parse_condition, watch_power
 from .protocol import (
     ADVERT_TOPIC,
     BID_TOPIC,
@@ -46,32 +49,24 @@ from .protocol import (
     LedgerEntries,
     LedgerHead,
     LedgerRange,
-    NoExecutor,
     Offer,
-    Receipt,
     StatusReply,
     StatusRequest,
 )
-from .sandbox import Snapshot
-from .scheduler import Admission, AdvertTable, PlacementRequest, RttTable, make_bid, place
+from .scheduler import Admission, AdvertTable, make_bid
 from .security import SwarmGuard
 from .tasks import (
     MIGRATE_PROTOCOL,
     MOVE_PROTOCOL,
-    SNAPSHOT_PROTOCOL,
     AdmissionHook,
     ChainWriter,
     Clock,
     DrainReport,
     Executor,
     InferEngine,
-    MoveDone,
-    MoveOrder,
     ReplayStore,
-    SnapshotNote,
     SystemClock,
     WasmEngine,
-    ask_status,
 )
 from .tasksets import Spawner, TaskSet
 
@@ -109,8 +104,8 @@ class NodeTiming:
         cost per task stays bounded."""
 
 
-class Node:
-    """One peer of the swarm."""
+class Node(NodeMoves):
+    """One peer of the swarm (its moving-task half: :class:`~edgenode._node_moves.NodeMoves`)."""
 
     def __init__(
         self,
@@ -173,6 +168,9 @@ class Node:
         self._phase = "new"
         self.drained: DrainReport | None = None
         """What the last :meth:`stop` did with the tasks in flight."""
+        self.stop_requested = asyncio.Event()
+        """Set by :meth:`request_drain`: whoever runs the node stops it now (``Runtime.wait`` returns)."""
+        self._draining = False
 
     # -- lifecycle ------------------------------------------------------------------
     @property
@@ -189,7 +187,7 @@ class Node:
         t.serve_blobs(self.blobs)
         t.serve(TASK_PROTOCOL, self.executor.handle)
         t.serve(MIGRATE_PROTOCOL, self.executor.handle_migrate)
-        t.serve(MOVE_PROTOCOL, self._handle_move)
+        t.serve(MOVE_PROTOCOL, self._handle_order)
         t.serve(STATUS_PROTOCOL, self._handle_status)
         t.serve(LEDGER_PROTOCOL, self._handle_ledger)
         if g is not None:
@@ -212,6 +210,10 @@ class Node:
             await g.spread_revocations()
         self._spawn(self._every(self.timing.advert_min_s, self._advertise))
         self._spawn(self._every(self.timing.head_s, self.announce_head))
+        nsec = self.config.node
+        if nsec.drain_when:
+            conditions = [parse_condition(c) for c in nsec.drain_when]
+            self._spawn(watch_power(conditions, Path(nsec.sysfs), nsec.drain_poll_s, self.request_drain))
         if self.config.node.metrics_port:
             self.metrics.serve(self.config.node.metrics_port)
         log.info("node started", extra={"peer_id": self.peer_id, "addrs": t.listen_addrs})
@@ -250,91 +252,6 @@ class Node:
         log.info("node stopped", extra={"peer_id": self.peer_id, "ledger_height": self.chain.height,
                                         "unqueued": report.unqueued, "handed_back": report.handed_back})
         return report
-
-    async def migrate_task(
-        self, snap: Snapshot, to: Sequence[str] = (), requires: Sequence[str] = ()
-    ) -> tuple[str, bytes]:
-        """Hand a checkpointed task to another executor: ``to`` in order, else the best three by placement
-        among those advertising ``requires`` too (e.g. ``arch:aarch64``).
-
-        The snapshot is served as a blob (named by its sha256) while the chosen executor fetches it.
-        Returns (that executor's peer id, its sealed receipt); ``NoExecutor`` when no one took it.
-        """
-        now = self.clock.now_ms()
-        peers = list(to)
-        left_ms = max(1, snap.state.limits[1] - snap.state.elapsed_ms)
-        if not peers:
-            req = PlacementRequest(("wasm", *requires), float(left_ms))
-            live = [a for a in self.adverts.live(now) if a.peer_id != self.peer_id]
-            peers = [c.peer for c in place(req, live, RttTable())][:3]
-            if not peers:  # no candidate known (yet): ask the connected peers for their adverts
-                peers = [c.peer for c in place(req, await self._ask_adverts(), RttTable())][:3]
-        why: list[str] = []
-        digest = self.blobs.put(snap.data)
-        try:
-            for peer in peers:
-                try:
-                    await self._dial(peer)
-                    resp = await self.transport.request(peer, MIGRATE_PROTOCOL, digest.encode("ascii"),
-                                                        timeout=left_ms / 1000.0 + 30.0)
-                    env = wire.open_envelope(resp)
-                except EdgenodeError as exc:
-                    why.append(f"{peer[:16]}: {exc}")
-                    continue
-                if env.author_id == peer and isinstance(env.message, Receipt):
-                    return peer, resp
-                why.append(f"{peer[:16]}: answered {wire.kind_of(env.message)}")
-        finally:
-            self.blobs.discard(digest)
-        raise NoExecutor("no executor took the task: " + ("; ".join(why) or "no candidate"))
-
-    async def _handle_move(self, sender: str, data: bytes) -> bytes:
-        """The :data:`MOVE_PROTOCOL` handler: an operator (holding this node's key) moves a running task."""
-        try:
-            env, order = wire.open_as(MoveOrder, data)
-        except EdgenodeError as exc:
-            return wire.seal(self.identity, MoveDone("", False, "", f"malformed order: {exc}"))
-        if env.author != self.identity.public_key or abs(order.issued_ms - self.clock.now_ms()) > 60_000:
-            return wire.seal(self.identity, MoveDone(order.task_id, False, "", "not signed by this node's key now"))
-        done = self.executor.move(order.task_id, order.to, order.requires)
-        if done is None:
-            detail = "no running task with safe points has this id here"
-            return wire.seal(self.identity, MoveDone(order.task_id, False, "", detail))
-        try:
-            peer = await asyncio.wait_for(done, timeout=600.0)
-        except (EdgenodeError, TimeoutError) as exc:
-            return wire.seal(self.identity, MoveDone(order.task_id, False, "", f"not moved: {exc}"))
-        return wire.seal(self.identity, MoveDone(order.task_id, True, peer, "moved"))
-
-    async def ship_snapshot(self, peer: str, task_id: str, snap: Snapshot) -> None:
-        """Send a periodic snapshot of a task to ``peer`` (its submitter): a note, then ``peer`` fetches it."""
-        digest = self.blobs.put(snap.data)
-        try:
-            note = wire.seal(self.identity, SnapshotNote(task_id, digest))
-            answer = await self.transport.request(peer, SNAPSHOT_PROTOCOL, note, timeout=60.0)
-        finally:
-            self.blobs.discard(digest)
-        if answer != b"ok":
-            raise RemoteError(f"the submitter did not keep the snapshot: {answer[:40]!r}")
-
-    async def _ask_adverts(self) -> list[Advert]:
-        """The connected peers' own adverts, asked now (a STATUS request each, a few seconds at most)."""
-        targets = [p for p in self.transport.peers() if p != self.peer_id]
-        return [st.reply.advert for st in await ask_status(self.transport, self.identity, targets, 3.0)]
-
-    async def _dial(self, peer: str) -> None:
-        """Connect to ``peer`` through its advertised addresses unless connected."""
-        if peer in self.transport.peers():
-            return
-        advert = self.adverts.get(peer)
-        errors: list[str] = []
-        for addr in advert.addrs if advert is not None else ():
-            try:
-                await self.transport.connect(addr, timeout=10.0)
-                return
-            except NetError as exc:
-                errors.append(str(exc))
-        raise NetError(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
 
     async def _cancel_background(self) -> None:
         await self._tasks.cancel()

@@ -151,8 +151,14 @@ class Runtime:
         return report
 
     async def wait(self) -> None:
-        """Return when the task group has ended: after :meth:`stop`, or early when a task failed."""
-        await self.group.wait()
+        """Return when the task group has ended (after :meth:`stop`, or early when a task failed), or when
+        the node asks to be stopped (it drains: ``edgenode drain``, ``[node] drain_when``); then stop it."""
+        waits = {asyncio.ensure_future(self.group.wait()), asyncio.ensure_future(self.node.stop_requested.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
 
 class TaskGroupOwner:

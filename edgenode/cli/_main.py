@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "edgenode.cli._run",
     "edgenode.cli._submit",
     "edgenode.cli._migrate",
+    "edgenode.cli._drain",
     "edgenode.cli._exec",
     "edgenode.cli._models",
     "edgenode.cli._ledger",

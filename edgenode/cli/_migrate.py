@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import time
 
 from .. import wire
-from ..errors import RemoteError
 from ..identity import KEY_FILE, Identity
-from ..net.p2p import P2PTransport
-from ..tasks import MOVE_PROTOCOL, MoveDone, MoveOrder, arch_capability
+from ..tasks import MoveDone, MoveOrder, arch_capability
 from ._common import EXIT_NO_EXECUTOR, EXIT_OK, add_home, home_of, print_json
+from ._order import send_order
 
 __all__ = ["register"]
 
@@ -40,24 +38,9 @@ def _migrate(args: argparse.Namespace) -> int:
     node_key = Identity.load(home_of(args) / KEY_FILE)
     requires = (arch_capability(args.to_arch),) if args.to_arch else ()
     order = MoveOrder(args.task_id, tuple(args.to), requires, int(time.time() * 1000))
-    done = asyncio.run(_send(args.node, wire.seal(node_key, order), args.timeout))
+    done = asyncio.run(send_order(args.node, wire.seal(node_key, order), MoveDone, args.timeout))
     if args.json:
         print_json({"task_id": done.task_id, "moved": done.moved, "executor": done.executor, "detail": done.detail})
     else:
         print(f"moved to {done.executor}" if done.moved else f"not moved: {done.detail}")
     return EXIT_OK if done.moved else EXIT_NO_EXECUTOR
-
-
-async def _send(addr: str, sealed: bytes, timeout: float) -> MoveDone:
-    transport = P2PTransport(Identity.generate(), listen=["/ip4/127.0.0.1/tcp/0"])
-    await transport.start()
-    try:
-        peer = await transport.connect(addr, timeout=10.0)
-        answer = await transport.request(peer, MOVE_PROTOCOL, sealed, timeout=timeout + 10.0)
-    finally:
-        with contextlib.suppress(RuntimeError):
-            await transport.stop()
-    env, done = wire.open_as(MoveDone, answer)
-    if env.author_id != peer:
-        raise RemoteError("the answer is not signed by the node")
-    return done

@@ -528,8 +528,7 @@ class Executor(MovingTasks):
         """
         self.closing = True
         self._handing_back = True
-        for run in list(self._runs.values()):  # they stop at their next safe point and move on
-            run.request_checkpoint(stop=True)
+        self.checkpoint_all()  # they stop at their next safe point and move on
         queued = list(self._waiting)
         for task in queued:
             task.cancel()

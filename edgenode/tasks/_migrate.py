@@ -30,6 +30,9 @@ __all__ = [
     "MOVE_PROTOCOL",
     "MoveOrder",
     "MoveDone",
+    "DrainOrder",
+    "DrainDone",
+    "ORDER_SKEW_MS",
     "arch_capability",
     "SNAPSHOT_PROTOCOL",
     "POLICY_CHECKPOINT_MS",
@@ -49,8 +52,11 @@ MIGRATE_PROTOCOL = "/edgenode/migrate/1"
 """Direct stream: request a snapshot's id (sha256 hex; the receiver fetches the snapshot, signed by the
 sender, from the sender as a blob), answer a sealed receipt, Busy or Rejected."""
 MOVE_PROTOCOL = "/edgenode/move/1"
-"""Direct stream, operator -> node: a :class:`MoveOrder` sealed with the node's own key; answer a sealed
-:class:`MoveDone` once the task has moved (or why not)."""
+"""Direct stream, operator -> node: an order sealed with the node's own key: a :class:`MoveOrder`, answered
+with a sealed :class:`MoveDone` once the task has moved (or why not), or a :class:`DrainOrder`, answered
+with a sealed :class:`DrainDone` at once."""
+ORDER_SKEW_MS = 60_000
+"""A node refuses an order issued further than this from its clock."""
 SNAPSHOT_PROTOCOL = "/edgenode/snapshot/1"
 """Direct stream, executor -> submitter: a sealed :class:`SnapshotNote`; the submitter fetches the
 snapshot from the executor as a blob before it answers (``ok``, or why not)."""
@@ -257,4 +263,28 @@ class MoveDone:
     moved: bool
     executor: str
     """The executor that finished the task (empty when it did not move)."""
+    detail: str
+
+
+@wire.message("node.drain_order", 1)
+@dataclass(frozen=True)
+class DrainOrder:
+    """Drain the node (``edgenode drain``): valid only sealed with the node's own key."""
+
+    issued_ms: int
+    """Unix ms; a node refuses an order more than a minute off its clock."""
+
+
+@wire.message("node.drain_done", 1)
+@dataclass(frozen=True)
+class DrainDone:
+    """A node's answer to a :class:`DrainOrder`, sent before it starts to stop."""
+
+    draining: bool
+    """The node stopped admitting and will stop (False: the order was refused, or it drains already)."""
+    moving: tuple[str, ...]
+    """Ids of the running tasks with safe points asked to move to other executors."""
+    reason: str
+    """Why not draining: ``forbidden`` (not sealed with the node's key, or stale), ``stopping`` (it
+    drains or stops already); empty when draining."""
     detail: str

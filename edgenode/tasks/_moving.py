@@ -206,6 +206,13 @@ class MovingTasks:
         """Running tasks that drain() would checkpoint and move."""
         return len(self._runs)
 
+    def checkpoint_all(self) -> list[str]:
+        """Ask every running task with safe points to stop at its next safe point and move to another
+        executor (placement chooses); their task ids. What a drain does first."""
+        for run in self._runs.values():
+            run.request_checkpoint(stop=True)
+        return [task_id for _author, task_id in self._runs]
+
 
 async def blocking(engine: object, fn: Callable[..., _T], *args: Any) -> _T:
     """Call an engine's blocking ``fn`` in a worker thread, or inline for an engine that says

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import subprocess
 import time
@@ -21,7 +20,7 @@ import pytest
 from _swarm_procs import EDGENODE, NodeProc, cli, env
 
 from edgenode import wire
-from edgenode.cli._common import EXIT_NO_EXECUTOR, EXIT_OK
+from edgenode.cli._common import EXIT_NO_EXECUTOR, EXIT_OK, EXIT_REMOTE
 from edgenode.protocol import RESULT_KIND, Receipt
 from edgenode.sandbox import Limits, Sandbox, SandboxConfig, TaskIO, have_wasm_opt
 from edgenode.tasks import CHECKPOINT_KIND, RESUMED_KIND, CheckpointRecord, ResumedRecord
@@ -32,23 +31,12 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not have_wasm_opt(), reason="binaryen's wasm-opt is not installed (scripts/setup.sh)"),
 ]
-REPO = Path(__file__).resolve().parents[2]
 FUEL = 150_000_000_000  # about 15 s of this task here: it is still running when its node is stopped
 STDIN = b"6000 16 14 " + b" ".join(str(i * 7919 % 1000003).encode() for i in range(1000))
 
 
 def _config(text: str) -> str:
     return text.replace("# max_fuel = 10000000000", f"max_fuel = {FUEL}")
-
-
-def _migrate_wasm(out: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("tasks_build", REPO / "examples/tasks/build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    if not build.have_clang():
-        pytest.skip("clang for wasm32-wasi is not installed (scripts/setup.sh)")
-    return Path(build.build_all(out)["migrate"])
 
 
 async def _entries(home: Path) -> tuple[bool, list[Entry]]:
@@ -89,8 +77,7 @@ class _Run:
                 n.terminate(timeout=120)
 
 
-def _start(tmp_path: Path, *extra: str) -> _Run:
-    module = _migrate_wasm(tmp_path / "tasks")
+def _start(tmp_path: Path, module: Path, *extra: str) -> _Run:
     (tmp_path / "in.txt").write_bytes(STDIN)
     with Sandbox(SandboxConfig(max_fuel=FUEL)) as sb:
         baseline = sb.run(sb.compile(module.read_bytes()), TaskIO(stdin=STDIN), Limits(FUEL, 30_000, 64))
@@ -114,8 +101,8 @@ def _start(tmp_path: Path, *extra: str) -> _Run:
 
 
 @pytest.mark.timeout(300)
-def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
-    run = _start(tmp_path)
+def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path, migrate_wasm_path: Path) -> None:
+    run = _start(tmp_path, migrate_wasm_path)
     victim, nodes = run.victim, run.nodes
     try:
         # `edgenode migrate` is signed with the node's key: an unknown task is not moved (exit 6).
@@ -143,8 +130,8 @@ def test_sigterm_moves_a_running_task_to_another_node(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_kill_9_resumes_from_the_last_snapshot(tmp_path: Path) -> None:
-    run = _start(tmp_path, "--checkpoint-ms", "500")
+def test_kill_9_resumes_from_the_last_snapshot(tmp_path: Path, migrate_wasm_path: Path) -> None:
+    run = _start(tmp_path, migrate_wasm_path, "--checkpoint-ms", "500")
     victim, nodes = run.victim, run.nodes
     try:
         time.sleep(4.0)  # several 500 ms checkpoints shipped to the submitter
@@ -166,3 +153,29 @@ def test_kill_9_resumes_from_the_last_snapshot(tmp_path: Path) -> None:
     # (a snapshot taken just before the kill may not have reached the submitter).
     fuels = sorted(h.fuel_used for h in shipped.values())
     assert resumed.fuel_used in fuels[-2:] and resumed.fuel_used > 0
+
+
+@pytest.mark.timeout(300)
+def test_edgenode_drain_moves_a_running_task_and_the_node_exits(tmp_path: Path, migrate_wasm_path: Path) -> None:
+    run = _start(tmp_path, migrate_wasm_path)
+    victim, nodes = run.victim, run.nodes
+    try:
+        stranger = tmp_path / "stranger"
+        assert cli("init", "--home", str(stranger)).returncode == EXIT_OK
+        refused = cli("drain", "--home", str(stranger), "--node", victim.addrs[0], "--json")
+        assert refused.returncode == EXIT_REMOTE and json.loads(refused.stdout)["reason"] == "forbidden"
+        time.sleep(0.5)  # let it run a while (work that must not be lost)
+        drained = cli("drain", "--home", str(victim.home), "--node", victim.addrs[0], "--json")
+        assert drained.returncode == EXIT_OK, drained.stderr
+        answer = json.loads(drained.stdout)
+        assert answer["draining"] and len(answer["moving"]) == 1, answer
+        assert victim.proc.wait(timeout=180) == 0  # it stops by itself once the task has moved
+        victim.terminate()  # (exited already: closes its log)
+        res = run.result()
+        assert res["attempts"] == 1
+    finally:
+        run.stop()
+    ok_a, victim_entries = asyncio.run(_entries(victim.home))
+    (hop,) = [wire.from_bytes(CheckpointRecord, e.body or b"") for e in victim_entries if e.kind == CHECKPOINT_KIND]
+    assert ok_a and hop.to == res["executor"] and hop.task_id == answer["moving"][0]
+    assert all(n.proc.poll() is not None for n in nodes)

@@ -64,12 +64,16 @@ SwarmFactory = Callable[..., Any]
 async def swarm_factory(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[SwarmFactory]:
     made: list[Swarm] = []
 
-    async def make(n: int = 3, *, slots: int = 2, queue: int = 16, sqlite: bool = True, infer: Any = None) -> Swarm:
+    async def make(
+        n: int = 3, *, slots: int = 2, queue: int = 16, sqlite: bool = True, infer: Any = None,
+        section: Callable[[int], NodeSection] | None = None,
+    ) -> Swarm:
+        """``n`` nodes; ``section(i)``: node i's ``[node]`` (default: ``slots`` and ``queue``)."""
         net = MemNetwork(seed=len(made))
         runtimes = []
         for i in range(n):
             ident = Identity.generate()
-            cfg = NodeConfig(node=NodeSection(slots=slots, queue=queue))
+            cfg = NodeConfig(node=section(i) if section is not None else NodeSection(slots=slots, queue=queue))
             store: Any
             if sqlite:
                 store = await SqliteLedgerStore.open(tmp_path / f"n{len(made)}_{i}.db", synchronous="NORMAL")

@@ -8,21 +8,24 @@ executor's receipt (in the first one's handover), with the output of an uninterr
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from edgenode import wire
+from edgenode.config import NodeSection
 from edgenode.identity import Identity
 from edgenode.node import Node
 from edgenode.protocol import RESULT_KIND, TaskLimits, TaskRecord
+from edgenode.reasons import Reason
 from edgenode.sandbox import Limits, RunResult, TaskIO, have_wasm_opt
 from edgenode.tasks import (
     CHECKPOINT_KIND,
     MOVE_PROTOCOL,
     RESUMED_KIND,
     CheckpointRecord,
+    DrainDone,
+    DrainOrder,
     MoveDone,
     MoveOrder,
     ResumedRecord,
@@ -40,21 +43,9 @@ pytestmark = [
     pytest.mark.skipif(not have_wasm_opt(), reason="binaryen's wasm-opt is not installed (scripts/setup.sh)"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 # About a second of work on this machine: long enough to be caught running, short enough for the suite.
 STDIN = b"4000 4 12 " + b" ".join(str(i * 7919 % 1000003).encode() for i in range(2000))
 LIMITS = TaskLimits(fuel=8_000_000_000, timeout_ms=30_000, memory_mb=64)
-
-
-@pytest.fixture(scope="module")
-def migrate_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    spec = importlib.util.spec_from_file_location("tasks_build", REPO / "examples/tasks/build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    if not build.have_clang():
-        pytest.skip("clang for wasm32-wasi is not installed (scripts/setup.sh)")
-    return Path(build.build_all(tmp_path_factory.mktemp("tasks"))["migrate"]).read_bytes()
 
 
 async def _entries(node: Node) -> list[Entry]:
@@ -185,3 +176,63 @@ async def test_a_move_nobody_takes_goes_on_where_it_was(swarm_factory: SwarmFact
     assert out.ok and out.output == baseline.stdout and out.executor == first.peer_id
     kinds = [e.kind for e in await _entries(first)]
     assert kinds[-2:] == [RESUMED_KIND, RESULT_KIND]  # resumed here from its own snapshot
+
+
+async def _drain(sub: Submitter, node: Node, signer: Identity) -> DrainDone:
+    sealed = wire.seal(signer, DrainOrder(node.clock.now_ms()))
+    answer = await sub.transport.request(node.peer_id, MOVE_PROTOCOL, sealed, timeout=60)
+    env, done = wire.open_as(DrainDone, answer)
+    assert env.author_id == node.peer_id
+    return done
+
+
+async def test_a_drain_order_moves_running_tasks_then_asks_for_a_stop(
+    swarm_factory: SwarmFactory, migrate_wasm: bytes
+) -> None:
+    sw = await swarm_factory(2)
+    baseline = _baseline(sw, migrate_wasm)
+    job, sub, first = await _start_long_task(sw, migrate_wasm)
+    second = next(n for n in sw.nodes if n is not first)
+    task_id = _task_id(first)
+    stranger = await _drain(sub, first, Identity.generate())
+    assert not stranger.draining and stranger.reason == Reason.FORBIDDEN and first.running
+    done = await _drain(sub, first, first.identity)
+    assert done.draining and done.moving == (task_id,)
+    assert not first.running  # it stopped admitting at once
+    again = await _drain(sub, first, first.identity)
+    assert not again.draining and again.reason == Reason.STOPPING
+    out = await asyncio.wait_for(job, 60)
+    assert out.ok and out.output == baseline.stdout and out.executor == second.peer_id and out.attempts == 1
+    runtime = sw.runtimes[sw.nodes.index(first)]
+    await asyncio.wait_for(runtime.wait(), 10)  # the node asks whoever runs it to stop it
+    report = await runtime.stop()
+    assert report.drain.handed_back == 0 and first.executor.counts["migrated"] == 1
+
+
+def _battery(sysfs: Path, percent: int, status: str) -> None:
+    bat = sysfs / "class" / "power_supply" / "BAT0"
+    bat.mkdir(parents=True, exist_ok=True)
+    (bat / "type").write_text("Battery\n")
+    (bat / "status").write_text(status + "\n")
+    (bat / "capacity").write_text(f"{percent}\n")
+
+
+async def test_a_low_battery_drains_the_node(swarm_factory: SwarmFactory, migrate_wasm: bytes, tmp_path: Path) -> None:
+    roots = [tmp_path / f"sys{i}" for i in range(2)]
+    for root in roots:
+        _battery(root, 80, "Discharging")
+
+    def section(i: int) -> NodeSection:
+        return NodeSection(drain_when=("battery < 15", "thermal > 95000"), drain_poll_s=0.05, sysfs=str(roots[i]))
+
+    sw = await swarm_factory(2, section=section)
+    job, _sub, first = await _start_long_task(sw, migrate_wasm)
+    i = sw.nodes.index(first)
+    _battery(roots[i], 9, "Discharging")
+    runtime = sw.runtimes[i]
+    await asyncio.wait_for(runtime.wait(), 10)
+    assert not first.running
+    out = await asyncio.wait_for(job, 60)
+    assert out.ok and out.executor != first.peer_id and first.executor.counts["migrated"] == 1
+    assert sw.nodes[1 - i].running  # the other node's battery is fine
+    await runtime.stop()
