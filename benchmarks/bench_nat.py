@@ -1,6 +1,7 @@
 """Beyond the LAN: DHT lookups in a 30-node loopback swarm; connections across real NATs.
 
-    python benchmarks/bench_nat.py [--nodes 30] [--lookups 40] [--attempts 20] [--skip-nat]
+    python benchmarks/bench_nat.py [--nodes 30] [--lookups 40] [--attempts 20] [--tasks 30] [--skip-nat]
+                                   [--only dht|connect|task]
 
 1. ``dht.find_peer_ms`` / ``dht.find_providers_ms`` (p50, p99): ``--nodes`` net.p2p
    transports in this process on 127.0.0.1, each bootstrapped from node 0 only; lookups from
@@ -12,6 +13,14 @@
    dropped each time), ``nat.holepunch_success_ratio`` (relayed connections that DCUtR
    upgraded to direct within 10 s, over ``--attempts``), and ``nat.connect_ms`` for
    ``holepunched`` when any succeeded.
+3. ``nat.task_e2e_p99_ms`` (and p50): a light submitter in home A (``Submitter`` on its own
+   transport, as ``edgenode submit``) runs ``--tasks`` WASM tasks (the cat task, 64 bytes in
+   and out) on a node with a sandbox in home B (``build_runtime``, as ``edgenode run``), over
+   the relay node in the public namespace; submit to verified receipt, on the relayed
+   connection (opened by the first task, which is not counted: its time is ``first_ms``).
+   Home B is endpoint-independent (``--task-nat symmetric`` for the other kind).  Only
+   ``relayed``: py-libp2p 0.8.1's hole punch does not succeed through these NATs (docs/net.md),
+   so there is no hole-punched task figure.
 """
 
 from __future__ import annotations
@@ -134,16 +143,73 @@ def across_nats(attempts: int) -> None:
         topo.close()
 
 
+def task_across_nats(tasks: int, nat_b: str) -> None:
+    from tests.nat._drive import Agent
+    from tests.nat._netns import PUBLIC_IP, Topology, unavailable
+
+    why = unavailable()
+    if why is not None:
+        print(f"bench_nat: task figures skipped: {why}", file=sys.stderr)
+        return
+    topo = Topology.create("eim", nat_b)
+    agents: list[Agent] = []
+    try:
+        relay = Agent(topo, "public", "--listen", f"/ip4/{PUBLIC_IP}/tcp/4001", "--relay", "--node")
+        agents.append(relay)
+        a = Agent(topo, "home_a", "--listen", "/ip4/0.0.0.0/tcp/4001", "--bootstrap", relay.addrs[0])
+        b = Agent(topo, "home_b", "--listen", "/ip4/0.0.0.0/tcp/4001", "--bootstrap", relay.addrs[0], "--node",
+                  "--wasm")
+        agents += [a, b]
+        deadline = time.monotonic() + 90
+        while not b.call("state")["relays"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        first = a.call("submit", data="x" * 64, timeout=120)
+        while not first["ok"] and "NoExecutor" in first["error"] and time.monotonic() < deadline:
+            time.sleep(1.0)  # the relay node has not got home B's advert yet
+            first = a.call("submit", data="x" * 64, timeout=120)
+        if not first["ok"]:
+            print(f"bench_nat: no task across the NATs: {first['error']}", file=sys.stderr)
+            return
+        kind = a.call("kinds")["kinds"].get(b.peer_id, "none")
+        samples: list[float] = []
+        failed = 0
+        for i in range(tasks):
+            data = f"{i:064d}"
+            reply = a.call("submit", data=data, timeout=120)
+            if reply["ok"] and reply["output"] == data and reply["receipts"] == [b.peer_id]:
+                samples.append(reply["ms"])
+            else:
+                failed += 1
+        if not samples:
+            print("bench_nat: every task across the NATs failed", file=sys.stderr)
+            return
+        params = {"kind": kind, "nat_a": "endpoint-independent", "nat_b": nat_b, "tasks": len(samples),
+                  "failed": failed, "first_ms": round(first["ms"], 1), "task": "cat.wat, 64 B in/out",
+                  "holepunched": "not possible on py-libp2p 0.8.1 (docs/net.md)", "where": "network namespaces"}
+        emit("nat.task_e2e_p99_ms", round(percentile(samples, 99), 2), "ms", **params)
+        emit("nat.task_e2e_p50_ms", round(percentile(samples, 50), 2), "ms", **params)
+    finally:
+        for ag in agents:
+            ag.close()
+        topo.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=30)
     ap.add_argument("--lookups", type=int, default=40)
     ap.add_argument("--attempts", type=int, default=20)
+    ap.add_argument("--tasks", type=int, default=30)
+    ap.add_argument("--task-nat", choices=["eim", "symmetric"], default="eim")
     ap.add_argument("--skip-nat", action="store_true")
+    ap.add_argument("--only", choices=["dht", "connect", "task"], default=None)
     args = ap.parse_args()
-    asyncio.run(dht_swarm(args.nodes, args.lookups))
-    if not args.skip_nat:
+    if args.only in (None, "dht"):
+        asyncio.run(dht_swarm(args.nodes, args.lookups))
+    if not args.skip_nat and args.only in (None, "connect"):
         across_nats(args.attempts)
+    if not args.skip_nat and args.only in (None, "task"):
+        task_across_nats(args.tasks, args.task_nat)
 
 
 if __name__ == "__main__":

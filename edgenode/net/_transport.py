@@ -261,6 +261,19 @@ class Transport(abc.ABC):
         """
         raise NetError(f"{type(self).__name__} cannot close connections")
 
+    async def find_peer(self, peer: str) -> list[str]:
+        """Addresses of ``peer`` from peer routing (libp2p: the Kademlia DHT); [] where there is none."""
+        return []
+
+    async def connection_kinds(self) -> dict[str, str]:
+        """``peer -> "direct" | "relayed" | "holepunched"`` for every connected peer (here: all direct)."""
+        return {p: "direct" for p in self.peers()}
+
+    @property
+    def reachability(self) -> str:
+        """``public``, ``private`` or ``unknown``: whether peers can dial this node (libp2p: AutoNAT)."""
+        return "unknown"
+
     @abc.abstractmethod
     def peer_events(self) -> AsyncIterator[PeerEvent]:
         """Join/leave events from now on (each call gets its own stream), iterated on the caller's loop."""

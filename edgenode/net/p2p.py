@@ -326,10 +326,13 @@ class P2PTransport(Transport):
 
     # -- beyond the LAN: DHT, relays, hole punching (docs/net.md, "Behind NATs") -----
     async def find_peer(self, peer: str) -> list[str]:
-        """Addresses of ``peer`` found through the DHT ([] if unknown, or without a DHT)."""
+        """Addresses of ``peer`` found through the DHT, each ending in ``/p2p/<peer>`` so that
+        :meth:`connect` dials it (relayed ones too); [] if unknown, or without a DHT."""
         node = self._live()
         dht = node.dht
-        return [] if dht is None else await self._bridge.call(dht.find_peer, peer)
+        found: list[str] = [] if dht is None else await self._bridge.call(dht.find_peer, peer)
+        tail = f"/p2p/{peer}"
+        return list(dict.fromkeys(a if a.endswith(tail) else a + tail for a in found))
 
     async def provide(self, sha256: str) -> bool:
         """Announce in the DHT that this node serves the blob ``sha256``; False if no peer took the record."""

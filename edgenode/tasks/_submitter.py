@@ -81,6 +81,9 @@ from ._status import ask_status
 
 __all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
 
+_DIRECT_FIRST_S = 5.0
+"""Seconds a direct dial gets when the peer also has a relayed address to fall back on."""
+
 
 @dataclass(frozen=True)
 class TaskRequest:
@@ -417,14 +420,33 @@ class Submitter:
     async def _ensure_connected(self, peer: str, timeout: float) -> None:
         if peer in self.transport.peers():
             return
-        errors = []
-        for addr in self._addrs.get(peer, ()):
+        errors: list[str] = []
+        known = self._addrs.get(peer, ())
+        if await self._dial_any(known, timeout, errors):
+            return
+        # behind NATs: what the advert said may be stale or private; ask peer routing (the DHT)
+        try:
+            found = [a for a in await self.transport.find_peer(peer) if a not in known]
+        except NetError as exc:
+            errors.append(f"peer routing: {exc}")
+            found = []
+        if await self._dial_any(found, timeout, errors):
+            self._addrs[peer] = tuple(dict.fromkeys((*found, *known)))
+            return
+        raise Unreachable(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
+
+    async def _dial_any(self, addrs: Sequence[str], timeout: float, errors: list[str]) -> bool:
+        """Dial ``addrs`` in order (direct ones first; a ``/p2p-circuit`` one goes through its relay)."""
+        relayed = any("/p2p-circuit" in a for a in addrs)
+        for addr in sorted(addrs, key=lambda a: "/p2p-circuit" in a):
+            # a private address behind a NAT may swallow the dial: keep time for the relay
+            budget = min(timeout, _DIRECT_FIRST_S) if relayed and "/p2p-circuit" not in addr else timeout
             try:
-                await self.transport.connect(addr, timeout=timeout)
-                return
+                await self.transport.connect(addr, timeout=budget)
+                return True
             except NetError as exc:
                 errors.append(str(exc))
-        raise Unreachable(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
+        return False
 
     async def _attempt(self, act: Assign, task_id: str, req: TaskRequest, expires: int) -> _Answer:
         snap = self.snapshots.latest(task_id)
