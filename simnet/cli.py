@@ -111,7 +111,9 @@ def _summary(res: RunResult, md: Path) -> str:
         with contextlib.suppress(KeyError):
             lines.append(f"  {name} = {res.figure(name):g}")
     for f in res.figures:
-        if f.name.startswith("simnet.task_latency_p") or f.name == "simnet.fl_accuracy_centralized":
+        if f.name.startswith("simnet.task_latency_p") or f.name in (
+            "simnet.fl_accuracy_centralized", "migrate.work_saved_ratio", "migrate.outputs_mismatched",
+        ):
             extra = f" ({f.params['sla']})" if "sla" in f.params else ""
             lines.append(f"  {f.name}{extra} = {f.value:.3g} {f.unit}")
     if rec.fl_rounds:

@@ -3,12 +3,15 @@
 Two executors and a submitter over memnet, real sandbox and SQLite ledgers. The executor
 that runs the task is stopped mid-run; the submitter's one ``submit`` sees the other
 executor's receipt (in the first one's handover), with the output of an uninterrupted run.
+A drain order (``edgenode drain``) and a low battery (``[node] drain_when``, a fake sysfs)
+drain a node the same way, then ask for its stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -46,6 +49,7 @@ pytestmark = [
 # About a second of work on this machine: long enough to be caught running, short enough for the suite.
 STDIN = b"4000 4 12 " + b" ".join(str(i * 7919 % 1000003).encode() for i in range(2000))
 LIMITS = TaskLimits(fuel=8_000_000_000, timeout_ms=30_000, memory_mb=64)
+A = TypeVar("A")
 
 
 async def _entries(node: Node) -> list[Entry]:
@@ -136,9 +140,10 @@ async def test_a_crashed_executor_loses_at_most_one_checkpoint_interval(
     assert (await verify_store(other.store)).ok
 
 
-async def _order(sub: Submitter, node: Node, order: MoveOrder, signer: Identity) -> MoveDone:
-    answer = await sub.transport.request(node.peer_id, MOVE_PROTOCOL, wire.seal(signer, order), timeout=60)
-    env, done = wire.open_as(MoveDone, answer)
+async def _order(sub: Submitter, node: Node, order: object, signer: Identity, answer: type[A]) -> A:
+    """Send ``order`` sealed by ``signer`` to ``node`` on its operator's protocol; its answer, signed by it."""
+    raw = await sub.transport.request(node.peer_id, MOVE_PROTOCOL, wire.seal(signer, order), timeout=60)
+    env, done = wire.open_as(answer, raw)
     assert env.author_id == node.peer_id
     return done
 
@@ -154,11 +159,11 @@ async def test_an_ordered_move_to_an_architecture(swarm_factory: SwarmFactory, m
     second = next(n for n in sw.nodes if n is not first)
     task_id = _task_id(first)
     now = first.clock.now_ms()
-    stranger = await _order(sub, first, MoveOrder(task_id, (), (), now), Identity.generate())
+    stranger = await _order(sub, first, MoveOrder(task_id, (), (), now), Identity.generate(), MoveDone)
     assert not stranger.moved and "key" in stranger.detail
     here = arch_capability()
     assert here in first.executor.capabilities()
-    done = await _order(sub, first, MoveOrder(task_id, (), (here,), now), first.identity)
+    done = await _order(sub, first, MoveOrder(task_id, (), (here,), now), first.identity, MoveDone)
     assert done.moved and done.executor == second.peer_id, done
     out = await asyncio.wait_for(job, 60)
     assert out.ok and out.executor == second.peer_id and out.attempts == 1
@@ -170,20 +175,12 @@ async def test_a_move_nobody_takes_goes_on_where_it_was(swarm_factory: SwarmFact
     baseline = _baseline(sw, migrate_wasm)
     job, sub, first = await _start_long_task(sw, migrate_wasm)
     order = MoveOrder(_task_id(first), (), (arch_capability("riscv64"),), first.clock.now_ms())
-    done = await _order(sub, first, order, first.identity)
+    done = await _order(sub, first, order, first.identity, MoveDone)
     assert not done.moved and "no executor" in done.detail
     out = await asyncio.wait_for(job, 60)
     assert out.ok and out.output == baseline.stdout and out.executor == first.peer_id
     kinds = [e.kind for e in await _entries(first)]
     assert kinds[-2:] == [RESUMED_KIND, RESULT_KIND]  # resumed here from its own snapshot
-
-
-async def _drain(sub: Submitter, node: Node, signer: Identity) -> DrainDone:
-    sealed = wire.seal(signer, DrainOrder(node.clock.now_ms()))
-    answer = await sub.transport.request(node.peer_id, MOVE_PROTOCOL, sealed, timeout=60)
-    env, done = wire.open_as(DrainDone, answer)
-    assert env.author_id == node.peer_id
-    return done
 
 
 async def test_a_drain_order_moves_running_tasks_then_asks_for_a_stop(
@@ -194,12 +191,12 @@ async def test_a_drain_order_moves_running_tasks_then_asks_for_a_stop(
     job, sub, first = await _start_long_task(sw, migrate_wasm)
     second = next(n for n in sw.nodes if n is not first)
     task_id = _task_id(first)
-    stranger = await _drain(sub, first, Identity.generate())
+    stranger = await _order(sub, first, DrainOrder(first.clock.now_ms()), Identity.generate(), DrainDone)
     assert not stranger.draining and stranger.reason == Reason.FORBIDDEN and first.running
-    done = await _drain(sub, first, first.identity)
+    done = await _order(sub, first, DrainOrder(first.clock.now_ms()), first.identity, DrainDone)
     assert done.draining and done.moving == (task_id,)
     assert not first.running  # it stopped admitting at once
-    again = await _drain(sub, first, first.identity)
+    again = await _order(sub, first, DrainOrder(first.clock.now_ms()), first.identity, DrainDone)
     assert not again.draining and again.reason == Reason.STOPPING
     out = await asyncio.wait_for(job, 60)
     assert out.ok and out.output == baseline.stdout and out.executor == second.peer_id and out.attempts == 1
