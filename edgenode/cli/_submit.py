@@ -235,27 +235,36 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return run_mapped(run, _EXIT_CODES)
 
 
+def _reach_of(capabilities: tuple[str, ...]) -> str:
+    """What a node's advert says of its reachability (``reach:<verdict>``; older nodes: unknown)."""
+    return next((c.split(":", 1)[1] for c in capabilities if c.startswith("reach:")), "unknown")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    async def body(sub: Submitter) -> list[Any]:
-        return await sub.status()
+    async def body(sub: Submitter) -> tuple[list[Any], dict[str, str], str]:
+        ads = await sub.status()
+        return ads, await sub.transport.connection_kinds(), sub.transport.reachability
 
     def run() -> int:
-        ads = asyncio.run(peer_session(args, body))
+        ads, kinds, own_reach = asyncio.run(peer_session(args, body))
         rows = [
             {
                 "peer_id": a.peer_id, "addrs": list(a.addrs), "capabilities": list(a.capabilities),
                 "slots": a.slots, "free_slots": a.free_slots, "queue_len": a.queue_len, "queue_cap": a.queue_cap,
                 "cost_class": a.cost_class, "version": a.version,
+                "connection": kinds.get(a.peer_id, "none"), "reachability": _reach_of(a.capabilities),
             }
             for a in ads
         ]
         if args.json:
-            print_json({"peers": rows})
+            print_json({"peers": rows, "self": {"reachability": own_reach, "connections": kinds}})
         else:
             for r in rows:
                 load = f"{r['slots'] - r['free_slots']}/{r['slots']} running, {r['queue_len']} queued"
-                print(f"{r['peer_id']}  {load}  cost={r['cost_class']}  caps={','.join(r['capabilities'])}")
-            print(f"{len(rows)} node(s)")
+                print(f"{r['peer_id']}  {load}  cost={r['cost_class']}  conn={r['connection']}  "
+                      f"reach={r['reachability']}  caps={','.join(r['capabilities'])}")
+            print(f"{len(rows)} node(s); this peer: reachability {own_reach}, "
+                  f"{len(kinds)} connection(s) ({', '.join(f'{p[:12]} {k}' for p, k in sorted(kinds.items()))})")
         return EXIT_OK
 
     return run_mapped(run, _EXIT_CODES)

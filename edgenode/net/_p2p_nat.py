@@ -47,6 +47,8 @@ REACH_UNKNOWN, REACH_PUBLIC, REACH_PRIVATE = "unknown", "public", "private"
 
 _RESERVE_INTERVAL = 2.0
 _AUTONAT_INTERVAL = 15.0
+_AUTONAT_MAX_INTERVAL = 600.0
+"""The probe period doubles from ``_AUTONAT_INTERVAL`` up to this while the verdict holds."""
 _AUTONAT_TIMEOUT = 10.0
 _AUTONAT_SERVERS = 3
 _DIRECT_FIRST = 3.0
@@ -253,8 +255,9 @@ class NatService:
         from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID
 
         assert self.autonat is not None
+        period = _AUTONAT_INTERVAL
         while True:
-            await trio.sleep(1.0 if self.reachability == REACH_UNKNOWN else _AUTONAT_INTERVAL)
+            await trio.sleep(1.0 if self.reachability == REACH_UNKNOWN else period)
             network = self._host.get_network()
             servers = [pid for pid, conns in list(network.connections.items())
                        if conns and self._speaks(pid, str(AUTONAT_PROTOCOL_ID))
@@ -272,7 +275,10 @@ class NatService:
                 except Exception as exc:  # the server failed to answer: no verdict
                     logger.debug("AutoNAT query to %s failed: %r", pid, exc)
             if verdicts:
-                self.reachability = REACH_PUBLIC if any(verdicts) else REACH_PRIVATE
+                verdict = REACH_PUBLIC if any(verdicts) else REACH_PRIVATE
+                # a stable verdict is asked about less and less often (each probe opens connections)
+                period = min(2 * period, _AUTONAT_MAX_INTERVAL) if verdict == self.reachability else _AUTONAT_INTERVAL
+                self.reachability = verdict
 
     # -- what status shows -----------------------------------------------------------
     def kinds(self) -> dict[str, str]:
