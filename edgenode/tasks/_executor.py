@@ -169,6 +169,9 @@ class Executor(MovingTasks):
             caps.append(KIND_INFER)
             caps += [f"model:{m}" for m in self.infer.models()]
             caps += [f"provider:{p}" for p in self.infer.providers()]
+        reach = self.transport.reachability  # AutoNAT's verdict (docs/protocol.md); none while unknown
+        if reach != "unknown":
+            caps.append(f"reach:{reach}")
         return caps
 
     def _seal(self, msg: object) -> bytes:
