@@ -16,6 +16,7 @@ on another thread (see :class:`Transport`).
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -265,6 +266,15 @@ class Transport(abc.ABC):
         """Addresses of ``peer`` from peer routing (libp2p: the Kademlia DHT); [] where there is none."""
         return []
 
+    async def provide(self, sha256: str) -> bool:
+        """Announce through content routing (libp2p: the DHT) that this node serves blob
+        ``sha256``; False where there is none or no peer took the record."""
+        return False
+
+    async def find_providers(self, sha256: str, limit: int = 20) -> list[str]:
+        """Peers that content routing names as serving blob ``sha256``; [] where there is none."""
+        return []
+
     async def connection_kinds(self) -> dict[str, str]:
         """``peer -> "direct" | "relayed" | "holepunched"`` for every connected peer (here: all direct)."""
         return {p: "direct" for p in self.peers()}
@@ -327,3 +337,23 @@ class Transport(abc.ABC):
         if got != digest:
             raise BlobMismatch(f"peer {peer} sent a blob hashing to {got}, not {digest}")
         return data
+
+    async def fetch_blob_anywhere(self, digest: str, first: str, timeout: float = 30.0) -> bytes:
+        """The blob ``digest`` from ``first``, else from any provider content routing finds
+        (each verified; ``timeout`` bounds the whole search).  Raises the first peer's error
+        when nobody else has it."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        try:
+            return await self.fetch_blob(first, digest, timeout=timeout)
+        except NetError as exc:
+            err = exc
+        for peer in await self.find_providers(digest):  # bounded by the DHT's own query timeout
+            left = end - loop.time()
+            if left <= 0:
+                break
+            if peer in (first, self.peer_id):
+                continue
+            with contextlib.suppress(NetError):
+                return await self.fetch_blob(peer, digest, timeout=left)
+        raise err

@@ -494,7 +494,8 @@ class Executor(MovingTasks):
         wasm = self.wasm
         if not wasm.has_module(spec.module):
             try:
-                blob = await self.transport.fetch_blob(sender, spec.module, timeout=30.0)
+                # from the submitter, else from any provider the DHT names (the submitter may be unreachable)
+                blob = await self.transport.fetch_blob_anywhere(spec.module, sender, timeout=30.0)
                 await _blocking(wasm, wasm.compile, blob)
             except InvalidModule as exc:  # bad bytes, over the size limits, or a compile timeout
                 return str(exc.status), -1, b"", _failure("cannot get module", spec, exc), 0, 0.0
