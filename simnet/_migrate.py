@@ -159,6 +159,11 @@ class KillSwitch:
         with self._lock:
             self.down = False
 
+    def live_tasks(self) -> list[str]:
+        """Node task ids of the runs with safe points going on now (what a kill would stop)."""
+        with self._lock:
+            return [run.task_id for run in self._live]
+
     def _enter(self, run: SwitchedRun) -> bool:
         with self._lock:
             if self.down:

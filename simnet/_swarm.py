@@ -110,9 +110,10 @@ class MemSwarm(_SwarmBase):
         if need_models:
             await asyncio.to_thread(task_shape, "infer", 0)  # trains the digits model off the loop
         modules = [task_shape(task, 0).module for task in ("echo", "spin")]
+        self._engines = eng = SharedEngines(root, models=need_models)
         if any(m.task == "migrate" for m in self.sc.workload.mix):
             modules.append(await asyncio.to_thread(migrate_module))  # clang, once per process
-        self._engines = eng = SharedEngines(root, models=need_models)
+            await asyncio.to_thread(eng.sandbox.compile, modules[-1])  # Asyncify: before, not in, the workload
         for a in sorted(self.sc.links):
             for b in sorted(self.sc.links):
                 if a <= b:
