@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from _p2p_peer import PeerProcess
 
+from edgenode.identity import Identity
 from edgenode.net import sha256_hex
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -84,12 +85,14 @@ async def test_five_processes_gossip_request_blob_and_survive_a_sigkill(swarm: l
     # gossip from one node reaches every other process, with the origin as sender (multi-hop for some)
     await gossip_until_all(peers[1], b"hello from 1", [p for i, p in enumerate(peers) if i != 1])
 
-    # requests over direct streams; with no link and no known address (1 -> 3) it is Unreachable
+    # requests over direct streams; with no link (1 -> 3) the peer is found by peer routing (the DHT
+    # learnt its address from the others); a peer nobody knows is Unreachable
     payload = os.urandom(5000)
-    for a, b in [(2, 3), (4, 0)]:
+    for a, b in [(2, 3), (4, 0), (1, 3)]:
         reply = await peers[a].call("request", peer=ids[b], data=payload.hex())
         assert reply["ok"] and bytes.fromhex(reply["data"]) == payload, reply
-    reply = await peers[1].call("request", peer=ids[3], data="00")
+    stranger = Identity.generate().peer_id
+    reply = await peers[1].call("request", peer=stranger, data="00")
     assert not reply["ok"] and reply["error"].startswith("Unreachable"), reply
 
     # a 1 MiB blob, verified against its sha256 by the fetcher
