@@ -15,6 +15,13 @@ Everything here runs in the transport's trio thread on py-libp2p 0.8.1's own
   ``get_addrs`` is extended on the instance.
 * **Dialling** a ``/p2p-circuit`` address (py-libp2p's swarm skips them).
 * **DCUtR**: py-libp2p's service, which drives a hole punch for every relayed connection.
+  It already dials from the listen port (SO_REUSEPORT listener and dial socket) at the
+  spec's RTT/2 sync, which is what TCP simultaneous open through endpoint-independent NATs
+  needs; but each session first dials the peer's known addresses plainly (spec step 0),
+  bounded by its ``dial_timeout`` (10 s by default), and a NATed peer's private addresses
+  swallow those SYNs, so the punch itself came 10-12 s after the relayed connection.  The
+  service here gets ``_HOLEPUNCH_DIAL_TIMEOUT`` instead (tests/net/test_p2p_tuning.py pins
+  where py-libp2p uses it).
 * **AutoNAT**: py-libp2p's server answers a dial-back by ``host.connect``, which returns
   the connection the request came on, so every asker looks reachable; the server here
   dials back on a fresh connection instead (:class:`_AutoNAT`).
@@ -53,6 +60,8 @@ _AUTONAT_TIMEOUT = 10.0
 _AUTONAT_SERVERS = 3
 _DIRECT_FIRST = 3.0
 """Seconds a direct dial gets before relayed addresses are tried."""
+_HOLEPUNCH_DIAL_TIMEOUT = 3
+"""DCUtR's dial bound: its plain dial of known addresses before a punch, and each punch dial."""
 
 
 def is_circuit(addr: str) -> bool:
@@ -116,7 +125,7 @@ class NatService:
         self.transport = CircuitV2Transport(
             host, self.protocol, RelayConfig(roles=roles, limits=limits, reservation_ttl=config.relay_reservation_ttl)
         )
-        self.dcutr = DCUtRProtocol(host) if config.holepunch else None
+        self.dcutr = DCUtRProtocol(host, dial_timeout=_HOLEPUNCH_DIAL_TIMEOUT) if config.holepunch else None
         self.autonat = _autonat_class()(host, serve=config.autonat, confirmations=1) if config.autonat else None
         self.reachability = REACH_UNKNOWN
         self.relays: dict[str, str] = {}

@@ -88,3 +88,38 @@ def test_the_symmetric_home_stays_on_the_relay() -> None:
             assert a.call("request", peer=b.peer_id, data="still", timeout=WAIT)["data"] == "still"
     finally:
         t.close()
+
+
+def until_kind(a: Agent, peer: str, kind: str) -> str:
+    """Poll ``a``'s connection kind to ``peer`` until it is ``kind`` or the wait ends; the last one seen."""
+    seen = "none"
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        seen = a.call("kinds")["kinds"].get(peer, "none")
+        if seen == kind:
+            break
+        time.sleep(0.5)
+    return seen
+
+
+def test_two_endpoint_independent_homes_hole_punch_and_outlive_the_relay() -> None:
+    t = Topology.create("eim", "eim")
+    try:
+        with swarm(t) as (relay, a, b):
+            reserved(a, b)
+            first = a.call("request", peer=b.peer_id, data="x", timeout=WAIT)
+            assert first["ok"], first
+            assert until_kind(a, b.peer_id, "holepunched") == "holepunched"
+            assert until_kind(b, a.peer_id, "holepunched") == "holepunched"
+            relay.proc.kill()  # the relay dies: its circuits go with it, the punched connection stays
+            relay.proc.wait(20)
+            deadline = time.monotonic() + WAIT
+            while relay.peer_id in a.call("state")["peers"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert relay.peer_id not in a.call("state")["peers"]
+            reply = a.call("request", peer=b.peer_id, data="without the relay", timeout=WAIT)
+            assert reply["ok"], reply
+            assert reply["data"] == "without the relay"
+            assert a.call("kinds")["kinds"][b.peer_id] == "holepunched"
+    finally:
+        t.close()

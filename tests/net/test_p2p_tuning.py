@@ -217,3 +217,26 @@ def test_window_credit_rests_on_the_stream_fields_it_uses() -> None:
     src = inspect.getsource(YamuxStream)
     assert "self._pending_recv_release = 0" in src
     assert src.count("await self._auto_tune_and_send_window_update(bytes_read=") >= 2
+
+
+def test_dcutr_hole_punches_from_the_listen_port_after_a_dial_bounded_by_dial_timeout() -> None:
+    # edgenode.net._p2p_nat gives DCUtRProtocol a short dial_timeout and relies on py-libp2p
+    # for the rest of a TCP punch: its plain dial first (spec step 0) bounded by dial_timeout
+    # (10 s by default, which made the punch come after the bench's window), dials bound to
+    # the listen address, a listener that lets them share its port, the RTT/2 sync.
+    from libp2p.relay.circuit_v2 import dcutr
+    from libp2p.transport.tcp import tcp
+
+    from edgenode.net._p2p_nat import _HOLEPUNCH_DIAL_TIMEOUT
+
+    assert "dial_timeout" in inspect.signature(dcutr.DCUtRProtocol.__init__).parameters
+    assert 0 < _HOLEPUNCH_DIAL_TIMEOUT < 5  # inside the bench's 10 s window, with the 2 s drive loop
+    assert "trio.move_on_after(self.dial_timeout)" in inspect.getsource(dcutr.DCUtRProtocol._try_unilateral_upgrade)
+    assert "trio.fail_after(self.dial_timeout)" in inspect.getsource(dcutr.DCUtRProtocol._dial_peer)
+    punch = inspect.getsource(dcutr.DCUtRProtocol._perform_hole_punch)
+    assert "_local_tcp_listen_addrs(self.host)" in punch and "source, as_responder" in punch
+    assert "await trio.sleep(sync_delay)" in inspect.getsource(dcutr.DCUtRProtocol._initiate_hole_punch_locked)
+    assert "_open_tcp_stream_from(host_str, port_int, source)" in inspect.getsource(tcp.TCP._dial_resolved)
+    assert "SO_REUSEPORT" in inspect.getsource(tcp._set_reuse_flags)
+    assert "_set_reuse_flags(sock)" in inspect.getsource(tcp._open_reuseport_listeners)
+    assert "_set_reuse_flags(sock)" in inspect.getsource(tcp._open_tcp_stream_from)
