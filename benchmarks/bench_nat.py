@@ -106,7 +106,11 @@ def across_nats(attempts: int) -> None:
         direct: list[float] = []
         relayed: list[float] = []
         punched: list[float] = []
+        failures: list[str] = []
         for i in range(attempts):
+            end = time.monotonic() + 30  # home B holds a slot on the relay (retaken if its connection dropped)
+            while not b.call("state")["relays"] and time.monotonic() < end:
+                time.sleep(0.25)
             # a fresh home-A node on its own port each time: a punched connection's ports
             # (A's listen port <-> B's) stay in TIME_WAIT for 60 s once it closes (docs/net.md)
             a = Agent(topo, "home_a", "--listen", f"/ip4/0.0.0.0/tcp/{4101 + i}")
@@ -116,7 +120,9 @@ def across_nats(attempts: int) -> None:
                     continue
                 direct.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
-                if not a.call("connect", addr=circuit)["ok"]:
+                reply = a.call("connect", addr=circuit)
+                if not reply["ok"]:
+                    failures.append(reply["error"])
                     continue
                 relayed.append((time.perf_counter() - t0) * 1000)
                 end = time.monotonic() + 10
@@ -127,6 +133,8 @@ def across_nats(attempts: int) -> None:
                     time.sleep(0.25)
             finally:
                 a.close()
+        for err in failures:
+            print(f"bench_nat: relayed dial failed: {err}", file=sys.stderr)
         params = {"nat": "endpoint-independent (MASQUERADE)", "transport": "tcp", "where": "network namespaces"}
         emit("nat.holepunch_success_ratio", round(len(punched) / max(1, len(relayed)), 3), "ratio",
              attempts=len(relayed), **params)

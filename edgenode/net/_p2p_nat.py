@@ -12,7 +12,8 @@ Everything here runs in the transport's trio thread on py-libp2p 0.8.1's own
   ``<relay addr>/p2p/<relay>/p2p-circuit/p2p/<self>`` in its identify addresses (so peers,
   the DHT and the node's adverts carry it).  py-libp2p's ``get_addrs`` strips any address
   carrying another peer's ``/p2p/`` (the address factory's output included), so the host's
-  ``get_addrs`` is extended on the instance.
+  ``get_addrs`` is extended on the instance.  A relay whose connection dropped is dialled
+  again (py-libp2p drops a home's relay connection now and then; nothing else redials it).
 * **Dialling** a ``/p2p-circuit`` address (py-libp2p's swarm skips them).
 * **DCUtR**: py-libp2p's service, which drives a hole punch for every relayed connection.
   It already dials from the listen port (SO_REUSEPORT listener and dial socket) at the
@@ -133,6 +134,8 @@ class NatService:
         self.relayed_addrs: tuple[str, ...] = ()
         """The values of ``relays``, replaced whole (read from the asyncio thread)."""
         self._seen_relayed: set[str] = set()
+        self._relay_dial: dict[str, str] = {}
+        """Relay peer id -> its direct address, for every relay we held a slot on (redialled when lost)."""
         """Peers whose first connection was relayed (a later direct one is a hole punch)."""
         self._nursery: trio.Nursery | None = None
         own_get_addrs = host.get_addrs
@@ -215,10 +218,28 @@ class NatService:
                 if await self._reserve(pid):
                     base = direct[0].split("/p2p/")[0]
                     self.relays[peer] = f"{base}/p2p/{peer}/p2p-circuit/p2p/{self._host.get_id().to_base58()}"
+                    self._relay_dial[peer] = f"{base}/p2p/{peer}"
                     changed = True
+            # a relay whose connection dropped is dialled again (nothing else would: a bootstrap
+            # dial is one-shot), so the next pass takes a fresh slot on it
+            for peer, addr in list(self._relay_dial.items()):
+                if len(self.relays) >= self._c.max_relays:
+                    break
+                if peer not in connected:
+                    await self._redial(addr)
         if changed:
             self.relayed_addrs = tuple(self.relays.values())
             await self._push_identify()
+
+    async def _redial(self, addr: str) -> None:
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        with trio.move_on_after(self._c.dial_timeout):
+            try:
+                await self._host.connect(info_from_p2p_addr(multiaddr.Multiaddr(addr)))
+                self._counters.add("relay_redials")
+            except Exception as exc:  # still away: tried again next pass
+                logger.debug("redialling relay %s failed: %r", addr, exc)
 
     async def _reserve(self, pid: Any) -> bool:
         from libp2p.custom_types import TProtocol

@@ -123,3 +123,25 @@ def test_two_endpoint_independent_homes_hole_punch_and_outlive_the_relay() -> No
             assert a.call("kinds")["kinds"][b.peer_id] == "holepunched"
     finally:
         t.close()
+
+
+def test_a_home_that_loses_its_relay_connection_dials_it_again_and_takes_a_new_slot() -> None:
+    t = Topology.create("eim", "eim")
+    try:
+        with swarm(t) as (relay, a, b):
+            reserved(b)
+            assert b.call("drop", peer=relay.peer_id)["ok"]  # as when py-libp2p drops the connection
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                counters = b.call("state")["counters"]
+                if counters.get("relay_redials") and b.call("state")["relays"]:
+                    break
+                time.sleep(0.5)
+            state = b.call("state")
+            assert state["relays"] == [relay.peer_id], state
+            assert state["counters"]["relay_reservations_lost"] >= 1
+            circuit = f"{relay.addrs[0]}/p2p-circuit/p2p/{b.peer_id}"
+            reply = a.call("connect", addr=circuit)
+            assert reply["ok"], reply
+    finally:
+        t.close()
