@@ -34,10 +34,14 @@ RAY_NODE: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1
 
 
 @pytest.fixture
-def two_ray_nodes() -> Iterator[str]:
+def two_ray_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A head and a second Ray node, each a raylet with 1 CPU; yields the head's address."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     tmp = tempfile.mkdtemp(prefix="rayt-", dir="/tmp")  # short: Ray's socket paths live under it
+    # Ray writes the cluster's address to $RAY_TMPDIR/ray/ray_current_cluster whatever temp_dir
+    # says, and does not create that folder: keep it in our own temporary directory too
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
+    os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={**RAY_NODE, "include_dashboard": False, "temp_dir": tmp},
