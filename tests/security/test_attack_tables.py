@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from edgenode import wire
+from edgenode.clock import ManualClock
 from edgenode.config import NodeConfig, NodeSection, TablesSection
 from edgenode.identity import Identity
 from edgenode.net import MemoryBlobStore
@@ -35,19 +36,6 @@ from tests.runtimes import memnet_runtime
 from .conftest import SwarmFactory
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class ManualClock:
-    """Wall time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.t = SystemClock().now_ms()
-
-    def now_ms(self) -> int:
-        return self.t
-
-    def monotonic_ms(self) -> float:
-        return float(self.t)
 
 
 @dataclasses.dataclass
@@ -134,14 +122,14 @@ async def test_a_spec_refused_as_busy_is_not_remembered(rig: RigFactory) -> None
 
 
 async def test_replay_entries_expire_as_injected_time_passes(rig: RigFactory) -> None:
-    clock = ManualClock()
+    clock = ManualClock(SystemClock().now_ms())
     r = await rig(clock=clock)
     for i in range(20):
-        msg = await r.send(r.spec(f"t{i}", now=clock.t, life_ms=10_000))
+        msg = await r.send(r.spec(f"t{i}", now=clock.now_ms(), life_ms=10_000))
         assert isinstance(msg, Receipt)
     assert len(r.node.executor.replay) == 20
-    clock.t += 10_001  # every spec above has expired
-    msg = await r.send(r.spec("later", now=clock.t, life_ms=10_000))
+    clock.advance(10_001)  # every spec above has expired
+    msg = await r.send(r.spec("later", now=clock.now_ms(), life_ms=10_000))
     assert isinstance(msg, Receipt)
     assert len(r.node.executor.replay) == 1
 
