@@ -185,8 +185,13 @@ class DhtService:
     def table_size(self) -> int:
         return int(self.dht.get_routing_table_size())
 
-    async def find_peer(self, peer: str) -> list[str]:
-        """Addresses of ``peer`` (multiaddr strings), or [] when the DHT does not know it."""
+    async def find_peer(self, peer: str, network: bool = False) -> list[str]:
+        """Addresses of ``peer`` (multiaddr strings), or [] when the DHT does not know it.
+
+        py-libp2p answers from the routing table or the peerstore when the peer is there,
+        which may hold addresses from before the peer took a relay slot; ``network=True``
+        asks the peers closest to it (who were told of its new addresses) all the same.
+        """
         from ._p2p_util import peer_id
 
         self._counters.add("dht_find_peer")
@@ -196,7 +201,10 @@ class DhtService:
         info = None
         with trio.move_on_after(self._c.dht_query_timeout):
             try:
-                info = await self.dht.find_peer(pid)
+                if network:
+                    await self.dht.peer_routing.find_closest_peers_network(pid.to_bytes())
+                else:
+                    info = await self.dht.find_peer(pid)
             except Exception as exc:  # lookup failures (closed streams, bad responses) mean "not found"
                 logger.debug("DHT find_peer %s: %r", peer, exc)
         addrs = [str(a) for a in info.addrs] if info is not None else []

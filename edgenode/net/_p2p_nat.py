@@ -266,6 +266,10 @@ class NatService:
             except Exception as exc:  # best effort: peers also learn at their next identify
                 logger.debug("identify push failed: %r", exc)
 
+    def relay_addrs(self) -> list[str]:
+        """``<addr>/p2p/<relay>`` of each relay this node holds (or last held) a slot on."""
+        return list(self._relay_dial.values())
+
     # -- dialling --------------------------------------------------------------------
     async def dial_circuit(self, addr: str, timeout: float) -> None:
         """Connect through a relay (``.../p2p/<relay>/p2p-circuit/p2p/<peer>``); Unreachable on failure."""
@@ -347,9 +351,17 @@ async def reach_peer(host: Any, pid: Any, dht: Any, nat: NatService | None, time
         if await _try_direct(host, pid, found, tried, errors, timeout):
             return
         known += found
+        if not any(is_circuit(a) for a in known):  # what we hold may predate its relay slot
+            found = await dht.find_peer(peer, network=True)
+            if await _try_direct(host, pid, found, tried, errors, timeout):
+                return
+            known += found
     relayed = [a if a.endswith(f"/p2p/{peer}") else f"{a}/p2p/{peer}" for a in dict.fromkeys(known) if is_circuit(a)]
     if nat is not None:
-        for addr in relayed:
+        # last, the relays this node uses itself: peers of one swarm tend to share them, and
+        # a relay without a slot for ``peer`` refuses at once
+        relayed += [f"{a}/p2p-circuit/p2p/{peer}" for a in nat.relay_addrs() if a.split("/p2p/")[-1] != peer]
+        for addr in dict.fromkeys(relayed):
             try:
                 await nat.dial_circuit(addr, timeout)
                 return

@@ -116,6 +116,21 @@ async def test_a_node_reserves_on_a_relay_and_is_reached_through_it() -> None:
         assert relay.counters["relay_hop_streams"] >= 2  # the reservation and the circuit
 
 
+async def test_a_peer_with_no_known_address_is_tried_through_the_relays_this_node_uses() -> None:
+    """Neither a DHT nor an address for ``dest``: ``src`` asks its own relay for a circuit to it."""
+    blind = dataclasses.replace(NO_PUNCH, dht=False)
+    relay, dest, src = node(relay_config()), node(NO_PUNCH), node(blind)
+    async with running(relay, dest, src):
+        await dest.connect(relay.listen_addrs[0])
+        await src.connect(relay.listen_addrs[0])
+        await until(lambda: _true(bool(dest.relays) and bool(src.relays)), "reservations")
+        assert await src.request(dest.peer_id, ECHO, b"guessed", timeout=WAIT) == b"guessed"
+        assert (await src.connection_kinds())[dest.peer_id] == "relayed"
+        stranger = Identity.generate().peer_id  # no slot on the relay: refused, and said so
+        with pytest.raises(Unreachable, match="through its relay"):
+            await src.request(stranger, ECHO, b"x", timeout=WAIT)
+
+
 async def _true(v: bool) -> bool:
     return v
 
