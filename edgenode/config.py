@@ -74,6 +74,13 @@ class NetSection:
     """Relay: bytes one relayed connection may carry before it is reset."""
     relay_max_duration_s: int = 600
     """Relay: seconds one relayed connection may last before it is reset."""
+    announce_blobs: bool = True
+    """Announce the blobs this node serves (task modules it fetched, shared models) as a DHT provider,
+    so peers fetch them from it when their first source is gone (at most the DHT's ``dht_max_provided``)."""
+    keep_blobs_mb: int = 32
+    """Task modules this node fetched kept in memory to serve to peers (MiB; least recently used out first; 0: none)."""
+    share_models: bool = False
+    """Serve (and announce) the models of this node's registry to peers by hash (swarm mode: members only)."""
 
     def __post_init__(self) -> None:
         if min(self.max_inflight_per_peer, self.max_concurrent_per_channel, self.max_inbound_streams_per_peer) < 1:
@@ -81,6 +88,8 @@ class NetSection:
                              "max_inbound_streams_per_peer must be >= 1")
         if self.max_request_bytes < 256:
             raise LocalError("[net] max_request_bytes must be >= 256")
+        if self.keep_blobs_mb < 0:
+            raise LocalError("[net] keep_blobs_mb must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -381,6 +390,11 @@ CONFIG_TEMPLATE = """\
 # relay_max_circuits = 8
 # relay_max_bytes = 67108864
 # relay_max_duration_s = 600
+# Announce served blobs (fetched task modules, shared models) as a DHT provider; keep fetched
+# modules in memory to serve them (MiB); serve this node's models to peers by hash.
+# announce_blobs = true
+# keep_blobs_mb = 32
+# share_models = false
 
 [node]
 # Tasks run at once.

@@ -29,13 +29,15 @@ from ledger import (
 )
 
 from . import wire
+from ._announce import BlobAnnouncer
+from ._blobs import ModelFiles, ServedBlobs, served_blob_handler
 from ._node_moves import NodeMoves
 from ._version import __version__
 from .config import NodeConfig
 from .errors import EdgenodeError, RemoteError
 from .identity import Identity, public_key_from_peer_id
 from .metrics import NodeMetrics
-from .net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, Transport, follow_gossip
+from .net import BLOB_PROTOCOL, GossipMessage, NetError, Transport, follow_gossip
 from .power import parse_condition, watch_power
 from .protocol import (
     ADVERT_TOPIC,
@@ -88,6 +90,7 @@ class NodeTiming:
         drain_s: float = 10.0,
         witness: int = 3,
         advert_min_s: float = 1.0,
+        announce_s: float = 1.0,
     ) -> None:
         self.advert_s = advert_s
         """An unchanged advert is republished this often (receivers keep one for 15 s)."""
@@ -102,6 +105,8 @@ class NodeTiming:
         """How many peers' chains this node replicates (slots: a silent witness's goes to a new
         announcer, see ``[ledger]``); every chain then has about this many replicas, and the
         cost per task stays bounded."""
+        self.announce_s = announce_s
+        """Least time between two blob announcements (a DHT peer takes 10 a 10 s from one node)."""
 
 
 class Node(NodeMoves):
@@ -124,6 +129,7 @@ class Node(NodeMoves):
         guard: SwarmGuard | None = None,
         replay_store: ReplayStore | None = None,
         spawn: Spawner | None = None,
+        models: ModelFiles | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -133,7 +139,11 @@ class Node(NodeMoves):
         self.timing = timing or NodeTiming()
         self.metrics = metrics or NodeMetrics()
         self.replicate = replicate
-        self.blobs = MemoryBlobStore()
+        self.blobs: ServedBlobs = ServedBlobs(config.net.keep_blobs_mb << 20, models)
+        """What this node serves on the blob protocol: snapshots in flight, modules it fetched, and
+        the models of ``models`` (shared ones: ``[net] share_models``)."""
+        self.announcer = BlobAnnouncer(transport, interval=self.timing.announce_s, enabled=config.net.announce_blobs)
+        """Announces the kept modules and shared models through content routing (the DHT)."""
         self.adverts = AdvertTable(max_entries=config.tables.adverts)
         self.chain = ChainWriter(store, identity, self.clock)
         self.admission = Admission(config.node.slots, config.node.queue, max_peers=config.tables.peers)
@@ -146,7 +156,7 @@ class Node(NodeMoves):
             wasm=sandbox, infer=registry, hook=hook, on_done=self.metrics.task_done,
             on_refused=lambda why: self.metrics.refused.labels(reason=why).inc(), guard=guard,
             tables=config.tables, replay_store=replay_store, ledger=config.ledger, migrate=self.migrate_task,
-            ship=self.ship_snapshot,
+            ship=self.ship_snapshot, keep=self.keep_blob,
         )
         self._seq = 0
         self._spawner = spawn
@@ -184,7 +194,7 @@ class Node(NodeMoves):
         await self.chain.head()
         t = self.transport
         g = self.guard
-        t.serve_blobs(self.blobs)
+        t.serve(BLOB_PROTOCOL, served_blob_handler(self.blobs))
         t.serve(TASK_PROTOCOL, self.executor.handle)
         t.serve(MIGRATE_PROTOCOL, self.executor.handle_migrate)
         t.serve(MOVE_PROTOCOL, self._handle_order)
@@ -192,7 +202,7 @@ class Node(NodeMoves):
         t.serve(LEDGER_PROTOCOL, self._handle_ledger)
         if g is not None:
             await g.start(t, self._spawner)
-            t.serve(BLOB_PROTOCOL, g.guard_blobs(self.blobs))
+            t.serve(BLOB_PROTOCOL, g.guard_handler("blob", served_blob_handler(self.blobs)))
             t.serve(STATUS_PROTOCOL, g.guard_handler("request", self._handle_status))
             t.serve(LEDGER_PROTOCOL, g.guard_handler("request", self._handle_ledger))
             t.serve(MIGRATE_PROTOCOL, g.guard_handler("request", self.executor.handle_migrate))
@@ -208,6 +218,8 @@ class Node(NodeMoves):
                 log.warning("bootstrap failed", extra={"addr": addr, "error": str(exc)})
         if g is not None:
             await g.spread_revocations()
+        if self.announcer.start(self.blobs.announced()):  # after the bootstrap dials: someone takes the records
+            self._spawn(self.announcer.run())
         self._spawn(self._every(self.timing.advert_min_s, self._advertise))
         self._spawn(self._every(self.timing.head_s, self.announce_head))
         nsec = self.config.node
@@ -273,6 +285,18 @@ class Node(NodeMoves):
             except (EdgenodeError, LedgerError) as exc:  # e.g. the store failed: keep the loop, say so
                 log.warning("periodic step failed", extra={"error": str(exc)})
             await asyncio.sleep(period)
+
+    # -- served blobs ---------------------------------------------------------------
+    def keep_blob(self, data: bytes) -> None:
+        """Keep ``data`` (a module this node fetched) to serve it, and announce it (in the background)."""
+        digest = self.blobs.keep(data)
+        if digest is not None:
+            self.announcer.offer(digest)
+
+    def model_added(self, model_hash: str) -> None:
+        """A model entered the registry (FL hot swap): announce it when models are shared."""
+        if self.blobs.models is not None:
+            self.announcer.offer(model_hash)
 
     # -- adverts --------------------------------------------------------------------
     def advert(self) -> Advert:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger import LedgerStore
 
+from ._blobs import ModelFiles
 from .config import NodeConfig
 from .errors import LocalError
 from .identity import Identity
@@ -243,24 +244,44 @@ def build_runtime(
 
     ``transport`` must be ``identity``'s (not yet started); ``store`` is the ledger store the
     runtime will own (and close).  ``sandbox``/``registry`` are the WASM and inference engines
-    (None: this node does not run that kind).  ``models`` is where FL hot-swaps trained models.
+    (None: this node does not run that kind).  ``models`` is where FL hot-swaps trained models; with
+    ``[net] share_models`` its models (a :class:`~edgenode.inference.ModelRegistry`) are served to peers
+    and announced, new ones as they come.
     Swarm mode: pass ``guard``, or ``home`` to load it from ``config.swarm`` (certificate and
     revocation files in that directory; open mode when ``[swarm]`` names no swarm).
     ``replay_store`` keeps admitted nonces across restarts (default: memory).  ``fl=False``
     leaves the FL controller out (tests and the simulator when no federated run is wanted).
     """
     clk: Clock = clock or SystemClock()
+    shared = models if config.net.share_models and isinstance(models, ModelFiles) else None
     if guard is None and home is not None:
         guard = load_guard(identity, home, config.swarm, clk, tables=config.tables)
     group = TaskGroupOwner()
     node = Node(
         identity, config, transport, store, sandbox, registry, clk,
         hook=hook, timing=timing, metrics=metrics, replicate=replicate, guard=guard, replay_store=replay_store,
-        spawn=group.spawn,
+        spawn=group.spawn, models=shared,
     )  # fmt: skip
     ctrl: FLController | None = None
     if fl:
         from .fl import node_controller  # the fl package pulls in more than a node without FL needs
 
-        ctrl = node_controller(node, config.fl, registry=models, spawn=group.spawn)
+        sink = models if shared is None or models is None else _Announced(models, node)
+        ctrl = node_controller(node, config.fl, registry=sink, spawn=group.spawn)
     return Runtime(node, ctrl, group)
+
+
+class _Announced:
+    """A model sink whose new models the node announces (``[net] share_models``)."""
+
+    def __init__(self, inner: ModelSink, node: Node) -> None:
+        self._inner = inner
+        self._node = node
+
+    def add(self, source: bytes) -> str:
+        digest = self._inner.add(source)
+        self._node.model_added(digest)
+        return digest
+
+    def set_alias(self, name: str, ref: str) -> str:
+        return self._inner.set_alias(name, ref)

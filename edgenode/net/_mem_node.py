@@ -44,6 +44,10 @@ class Fabric(Protocol):
     def publish_from(self, node: MemTransport, topic: str, data: bytes) -> None: ...
     def send_request(self, src: MemTransport, dst: MemTransport, rid: int, protocol: str, data: bytes) -> None: ...
     def send_response(self, src: MemTransport, dst: MemTransport, rid: int, ok: bool, payload: bytes) -> None: ...
+    def provide(self, node: MemTransport, digest: str) -> bool: ...
+    def providers(self, node: MemTransport, digest: str, limit: int) -> list[str]: ...
+    @property
+    def max_provided(self) -> int: ...
 
 __all__ = ["MemTransport", "ADDR_PREFIX", "COUNTER_NAMES", "addr_peer_id"]
 
@@ -355,6 +359,22 @@ class MemTransport(Transport):
         self.up = self._state == _RUNNING
         saved, self.saved_conns = self.saved_conns, []
         return saved
+
+    # -- content routing (the network's provider registry) -----------------------
+    async def provide(self, sha256: str) -> bool:
+        """Record this node as a provider of blob ``sha256``; False while it has no peer (as a DHT
+        with nobody to take the record)."""
+        self._check_running()
+        return self._net.provide(self, sha256)
+
+    async def find_providers(self, sha256: str, limit: int = 20) -> list[str]:
+        """Providers of blob ``sha256`` recorded in the network, newest first; [] while this node has no peer."""
+        self._check_running()
+        return self._net.providers(self, sha256, limit)
+
+    @property
+    def max_provided(self) -> int:
+        return self._net.max_provided
 
     # -- metrics ---------------------------------------------------------------
     @property

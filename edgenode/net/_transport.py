@@ -275,6 +275,12 @@ class Transport(abc.ABC):
         """Peers that content routing names as serving blob ``sha256``; [] where there is none."""
         return []
 
+    @property
+    def max_provided(self) -> int:
+        """Blobs content routing keeps announced for this node at most (libp2p: ``dht_max_provided``;
+        older announcements are not renewed); 0 where there is no content routing."""
+        return 0
+
     async def connection_kinds(self) -> dict[str, str]:
         """``peer -> "direct" | "relayed" | "holepunched"`` for every connected peer (here: all direct)."""
         return {p: "direct" for p in self.peers()}

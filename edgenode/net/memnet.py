@@ -38,6 +38,7 @@ from ._mem_node import ADDR_PREFIX, COUNTER_NAMES, MemTransport, addr_peer_id
 from ._transport import REASON_NO_HANDLER, PeerEventKind
 
 __all__ = [
+    "PROVIDERS_PER_KEY",
     "MemNetwork",
     "MemTransport",
     "LinkSpec",
@@ -48,6 +49,9 @@ __all__ = [
     "VirtualTimeLoop",
     "run_virtual",
 ]
+
+PROVIDERS_PER_KEY = 20
+"""Providers the network keeps per blob (py-libp2p's DHT keeps as many per key)."""
 
 
 class MemNetwork(GossipLayer):
@@ -61,7 +65,11 @@ class MemNetwork(GossipLayer):
     ``max(gossip_lazy, a quarter of)`` its other subscribed peers, which fetch
     the ones they lack (IHAVE/IWANT); ``gossip_lazy=0`` turns that off.
     ``queue_size`` bounds each subscription and peer-event stream (a full
-    stream drops and counts).
+    stream drops and counts).  Content routing is a registry of the network's
+    (:meth:`provide`): at most ``max_provided`` blobs per node and
+    :data:`PROVIDERS_PER_KEY` providers per blob (the oldest go first), found
+    at once and everywhere (partitions do not hide records; a stale provider
+    fails when asked, as in a DHT).
     """
 
     def __init__(
@@ -74,10 +82,18 @@ class MemNetwork(GossipLayer):
         gossip_lazy: int | None = None,
         heartbeat_s: float = 1.0,
         queue_size: int = 1024,
+        max_provided: int = 4096,
     ) -> None:
         super().__init__(seed, default_link, gossip_degree, gossip_degree_high, gossip_lazy, heartbeat_s)
         if queue_size < 1:
             raise LocalError("queue_size must be >= 1")
+        if max_provided < 0:
+            raise LocalError("max_provided must be >= 0")
+        self._max_provided = max_provided
+        self._providers: dict[str, dict[MemTransport, None]] = {}
+        """Blob digest -> its providers, oldest first."""
+        self._provided: dict[MemTransport, dict[str, None]] = {}
+        """Node -> the blobs it announced, oldest first."""
         self._queue_size = queue_size
         self._nodes: dict[str, MemTransport] = {}
         self._count = 0
@@ -280,6 +296,48 @@ class MemNetwork(GossipLayer):
             self.link_down(node, peer)
         node.mesh.clear()
         node.fanout.clear()
+
+    # -- content routing -----------------------------------------------------------------
+    @property
+    def max_provided(self) -> int:
+        """Blobs one node keeps announced at most (its oldest announcement goes first)."""
+        return self._max_provided
+
+    def provide(self, node: MemTransport, digest: str) -> bool:
+        if not node.conns or self._max_provided == 0:
+            return False
+        key = digest.lower()
+        mine = self._provided.setdefault(node, {})
+        mine.pop(key, None)
+        mine[key] = None
+        while len(mine) > self._max_provided:
+            self._forget(node, next(iter(mine)))
+        holders = self._providers.setdefault(key, {})
+        holders.pop(node, None)
+        holders[node] = None
+        while len(holders) > PROVIDERS_PER_KEY:
+            self._forget(next(iter(holders)), key)
+        return True
+
+    def _forget(self, node: MemTransport, key: str) -> None:
+        self._provided.get(node, {}).pop(key, None)
+        holders = self._providers.get(key)
+        if holders is not None:
+            holders.pop(node, None)
+            if not holders:
+                del self._providers[key]
+
+    def providers(self, node: MemTransport, digest: str, limit: int) -> list[str]:
+        if not node.conns:
+            return []
+        found: list[str] = []
+        for peer in reversed(list(self._providers.get(digest.lower(), {}))):
+            if peer.stopped:  # left the network for good: its records go
+                for key in list(self._provided.pop(peer, {})):
+                    self._forget(peer, key)
+            elif len(found) < limit:
+                found.append(peer.peer_id)
+        return found
 
     # -- requests ----------------------------------------------------------------------
     def send_request(self, src: MemTransport, dst: MemTransport, rid: int, protocol: str, data: bytes) -> None:

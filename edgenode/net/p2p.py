@@ -347,6 +347,11 @@ class P2PTransport(Transport):
             return []
         return [peer for peer, _addrs in await self._bridge.call(dht.find_providers, sha256, limit)]
 
+    @property
+    def max_provided(self) -> int:
+        """``config.dht_max_provided`` (0 without a DHT)."""
+        return self._config.dht_max_provided if self._config.dht else 0
+
     async def dht_table_size(self) -> int:
         """Peers in this node's DHT routing table."""
         dht = self._live().dht

@@ -112,8 +112,12 @@ class Executor(MovingTasks):
         ledger: LedgerSection | None = None,
         migrate: Callable[[Snapshot, Sequence[str], Sequence[str]], Awaitable[tuple[str, bytes]]] | None = None,
         ship: Callable[[str, str, Snapshot], Awaitable[None]] | None = None,
+        keep: Callable[[bytes], None] | None = None,
     ) -> None:
         self.signer = signer
+        self.keep = keep
+        """Called (on the loop, must not block) with a module this executor fetched and compiled: the node
+        keeps it to serve to peers and announces it (None: modules are not kept)."""
         self.transport = transport
         self.chain = chain
         self.clock = clock
@@ -497,6 +501,8 @@ class Executor(MovingTasks):
                 # from the submitter, else from any provider the DHT names (the submitter may be unreachable)
                 blob = await self.transport.fetch_blob_anywhere(spec.module, sender, timeout=30.0)
                 await _blocking(wasm, wasm.compile, blob)
+                if self.keep is not None:
+                    self.keep(blob)
             except InvalidModule as exc:  # bad bytes, over the size limits, or a compile timeout
                 return str(exc.status), -1, b"", _failure("cannot get module", spec, exc), 0, 0.0
             except EdgenodeError as exc:

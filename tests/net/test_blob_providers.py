@@ -42,7 +42,7 @@ async def test_nobody_has_it_raises_the_first_peers_error() -> None:
     _net, ts = await _three()
     executor, sender = ts[0], ts[1]
     sender.serve_blobs(MemoryBlobStore())
-    with pytest.raises(NetError):  # memnet has no content routing: only the first peer is asked
+    with pytest.raises(NetError):  # nobody announced it: only the first peer is asked
         await executor.fetch_blob_anywhere("ab" * 32, sender.peer_id, timeout=5.0)
     for t in ts:
         await t.stop()
