@@ -51,6 +51,12 @@ async def main() -> None:
     ap.add_argument("--node", action="store_true")
     ap.add_argument("--wasm", action="store_true")
     args = ap.parse_args()
+    if os.environ.get("EDGENODE_NAT_DEBUG"):  # py-libp2p's relay/DCUtR log on stderr (the driver keeps its tail)
+        import logging
+
+        logging.basicConfig(stream=sys.stderr, format="%(relativeCreated)d %(name)s %(message)s")
+        for name in os.environ["EDGENODE_NAT_DEBUG"].split(","):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     config = dataclasses.replace(P2PConfig(), relay_hop=args.relay, dht_query_timeout=8.0, dial_timeout=8.0)
     ident = Identity.generate()
     t = P2PTransport(ident, listen=[args.listen], bootstrap=[args.bootstrap] if args.bootstrap else None,
