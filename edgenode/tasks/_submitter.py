@@ -81,8 +81,10 @@ from ._status import ask_status
 
 __all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
 
-_DIRECT_FIRST_S = 5.0
-"""Seconds a direct dial gets when the peer also has a relayed address to fall back on."""
+_DIRECT_FIRST_S = 3.0
+"""Seconds the direct dials get, together, when the peer also has a relayed address to fall back on."""
+_STAGGER_S = 0.25
+"""Happy eyeballs: each further direct address is dialled this long after the one before."""
 
 
 @dataclass(frozen=True)
@@ -436,17 +438,55 @@ class Submitter:
         raise Unreachable(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
 
     async def _dial_any(self, addrs: Sequence[str], timeout: float, errors: list[str]) -> bool:
-        """Dial ``addrs`` in order (direct ones first; a ``/p2p-circuit`` one goes through its relay)."""
-        relayed = any("/p2p-circuit" in a for a in addrs)
-        for addr in sorted(addrs, key=lambda a: "/p2p-circuit" in a):
-            # a private address behind a NAT may swallow the dial: keep time for the relay
-            budget = min(timeout, _DIRECT_FIRST_S) if relayed and "/p2p-circuit" not in addr else timeout
+        """Dial ``addrs``: the direct ones together (staggered, the first to connect wins), then
+        each ``/p2p-circuit`` one through its relay."""
+        direct = [a for a in addrs if "/p2p-circuit" not in a]
+        relayed = [a for a in addrs if "/p2p-circuit" in a]
+        # a private address behind a NAT may swallow the dial: keep time for the relay
+        if direct and await self._race(direct, min(timeout, _DIRECT_FIRST_S) if relayed else timeout, errors):
+            return True
+        for addr in relayed:
             try:
-                await self.transport.connect(addr, timeout=budget)
+                await self.transport.connect(addr, timeout=timeout)
                 return True
             except NetError as exc:
                 errors.append(str(exc))
         return False
+
+    async def _race(self, addrs: Sequence[str], budget: float, errors: list[str]) -> bool:
+        """Dial ``addrs`` within ``budget`` s, each _STAGGER_S after the one before (at once when
+        that one failed); the first connection cancels the other dials."""
+        won = asyncio.Event()
+        started = [asyncio.Event() for _ in addrs]
+        failed = [asyncio.Event() for _ in addrs]
+
+        async def one(i: int, addr: str) -> None:
+            if i:
+                await started[i - 1].wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_STAGGER_S):
+                        await failed[i - 1].wait()
+            started[i].set()
+            try:
+                await self.transport.connect(addr, timeout=budget)
+            except NetError as exc:
+                errors.append(str(exc))
+                failed[i].set()
+                return
+            won.set()
+            for t in tasks:
+                if t is not asyncio.current_task():
+                    t.cancel()
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.timeout(budget):
+                async with asyncio.TaskGroup() as tg:
+                    tasks += [tg.create_task(one(i, a)) for i, a in enumerate(addrs)]
+        except TimeoutError:
+            if not won.is_set():
+                errors.append(f"direct dials timed out after {budget:g} s ({', '.join(addrs)})")
+        return won.is_set()
 
     async def _attempt(self, act: Assign, task_id: str, req: TaskRequest, expires: int) -> _Answer:
         snap = self.snapshots.latest(task_id)
