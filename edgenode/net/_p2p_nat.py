@@ -134,9 +134,9 @@ class NatService:
         self.relayed_addrs: tuple[str, ...] = ()
         """The values of ``relays``, replaced whole (read from the asyncio thread)."""
         self._seen_relayed: set[str] = set()
+        """Peers whose first connection was relayed (a later direct one is a hole punch)."""
         self._relay_dial: dict[str, str] = {}
         """Relay peer id -> its direct address, for every relay we held a slot on (redialled when lost)."""
-        """Peers whose first connection was relayed (a later direct one is a hole punch)."""
         self._nursery: trio.Nursery | None = None
         own_get_addrs = host.get_addrs
 
