@@ -84,7 +84,9 @@ __all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
 _DIRECT_FIRST_S = 3.0
 """Seconds the direct dials get, together, when the peer also has a relayed address to fall back on."""
 _STAGGER_S = 0.25
-"""Happy eyeballs: each further direct address is dialled this long after the one before."""
+"""Happy eyeballs: each further address is dialled this long after the one before (at once when it failed)."""
+_RELAY_AFTER_S = 1.0
+"""... and the first relayed address this long after the last direct one."""
 
 
 @dataclass(frozen=True)
@@ -438,33 +440,29 @@ class Submitter:
         raise Unreachable(f"cannot dial {peer}: {'; '.join(errors) or 'no address'}")
 
     async def _dial_any(self, addrs: Sequence[str], timeout: float, errors: list[str]) -> bool:
-        """Dial ``addrs``: the direct ones together (staggered, the first to connect wins), then
-        each ``/p2p-circuit`` one through its relay."""
+        """Dial ``addrs``, happy-eyeballs style: direct ones first, ``/p2p-circuit`` ones (through
+        their relay) from _RELAY_AFTER_S later; the first connection cancels the other dials."""
         direct = [a for a in addrs if "/p2p-circuit" not in a]
         relayed = [a for a in addrs if "/p2p-circuit" in a]
-        # a private address behind a NAT may swallow the dial: keep time for the relay
-        if direct and await self._race(direct, min(timeout, _DIRECT_FIRST_S) if relayed else timeout, errors):
-            return True
-        for addr in relayed:
-            try:
-                await self.transport.connect(addr, timeout=timeout)
-                return True
-            except NetError as exc:
-                errors.append(str(exc))
-        return False
+        # a private address behind a NAT may swallow the dial: its budget leaves time for the relay
+        budget = min(timeout, _DIRECT_FIRST_S) if relayed else timeout
+        plan = [(a, _STAGGER_S, budget) for a in direct]
+        plan += [(a, _RELAY_AFTER_S if i == 0 and direct else _STAGGER_S, timeout) for i, a in enumerate(relayed)]
+        return await self._race(plan, timeout, errors)
 
-    async def _race(self, addrs: Sequence[str], budget: float, errors: list[str]) -> bool:
-        """Dial ``addrs`` within ``budget`` s, each _STAGGER_S after the one before (at once when
-        that one failed); the first connection cancels the other dials."""
+    async def _race(self, plan: Sequence[tuple[str, float, float]], timeout: float, errors: list[str]) -> bool:
+        """Dial each ``(addr, delay, budget)`` of ``plan`` ``delay`` s after the one before started
+        (at once when that one failed), all within ``timeout``; the first to connect cancels the rest."""
         won = asyncio.Event()
-        started = [asyncio.Event() for _ in addrs]
-        failed = [asyncio.Event() for _ in addrs]
+        started = [asyncio.Event() for _ in plan]
+        failed = [asyncio.Event() for _ in plan]
+        tasks: list[asyncio.Task[None]] = []
 
-        async def one(i: int, addr: str) -> None:
+        async def one(i: int, addr: str, delay: float, budget: float) -> None:
             if i:
                 await started[i - 1].wait()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_STAGGER_S):
+                    async with asyncio.timeout(delay):
                         await failed[i - 1].wait()
             started[i].set()
             try:
@@ -478,14 +476,13 @@ class Submitter:
                 if t is not asyncio.current_task():
                     t.cancel()
 
-        tasks: list[asyncio.Task[None]] = []
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(timeout):
                 async with asyncio.TaskGroup() as tg:
-                    tasks += [tg.create_task(one(i, a)) for i, a in enumerate(addrs)]
+                    tasks += [tg.create_task(one(i, *step)) for i, step in enumerate(plan)]
         except TimeoutError:
             if not won.is_set():
-                errors.append(f"direct dials timed out after {budget:g} s ({', '.join(addrs)})")
+                errors.append(f"dials timed out after {timeout:g} s ({', '.join(a for a, _d, _b in plan)})")
         return won.is_set()
 
     async def _attempt(self, act: Assign, task_id: str, req: TaskRequest, expires: int) -> _Answer:

@@ -77,13 +77,12 @@ class _Dials:
         what = self.how[addr]
         if what == "refused":
             raise Unreachable(f"refused: {addr}")
-        if what == "hang":  # a private address behind a NAT swallows the SYN
+        if what == "hang":  # a private address behind a NAT swallows the SYN (until cancelled)
             try:
-                await asyncio.sleep(timeout)
+                await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 self.cancelled.append(addr)
                 raise
-            raise Unreachable(f"timed out: {addr}")
         return "peer"
 
 
@@ -103,18 +102,28 @@ async def test_direct_addresses_race_and_the_first_to_connect_cancels_the_rest()
     assert errors == []
 
 
-async def test_a_refused_direct_address_hands_over_at_once_and_swallowed_ones_fall_back_to_the_relay(
+async def test_a_refused_address_hands_over_at_once_and_the_relay_joins_while_direct_dials_hang(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_submitter, "_STAGGER_S", 30.0)  # only a failure may start the next dial
-    monkeypatch.setattr(_submitter, "_DIRECT_FIRST_S", 0.3)
+    monkeypatch.setattr(_submitter, "_STAGGER_S", 0.05)
+    monkeypatch.setattr(_submitter, "_RELAY_AFTER_S", 0.2)
     sub, t = _dialler({"/a/refused": "refused", "/b/hang": "hang", "/c/hang": "hang", "/r/p2p-circuit/x": "ok"})
     errors: list[str] = []
-    assert await sub._dial_any(["/a/refused", "/b/hang", "/c/hang", "/r/p2p-circuit/x"], 10.0, errors)
-    assert t.started == ["/a/refused", "/b/hang", "/r/p2p-circuit/x"]  # /c never got its turn in time
-    assert t.cancelled == ["/b/hang"]
-    assert errors[0] == "refused: /a/refused"
-    assert "direct dials timed out after 0.3 s" in errors[1]
+    assert await sub._dial_any(["/r/p2p-circuit/x", "/a/refused", "/b/hang", "/c/hang"], 10.0, errors)
+    assert t.started == ["/a/refused", "/b/hang", "/c/hang", "/r/p2p-circuit/x"]
+    assert sorted(t.cancelled) == ["/b/hang", "/c/hang"]  # the relay won; the swallowed dials stop
+    assert errors == ["refused: /a/refused"]
+
+
+async def test_when_nothing_answers_every_error_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_submitter, "_RELAY_AFTER_S", 30.0)  # only the direct one failing starts the relay
+    sub, t = _dialler({"/a/refused": "refused", "/r/p2p-circuit/x": "refused", "/h/hang": "hang"})
+    errors: list[str] = []
+    assert not await sub._dial_any(["/a/refused", "/r/p2p-circuit/x"], 10.0, errors)
+    assert errors == ["refused: /a/refused", "refused: /r/p2p-circuit/x"]
+    errors = []
+    assert not await sub._dial_any(["/h/hang"], 0.2, errors)
+    assert t.cancelled == ["/h/hang"] and errors == ["dials timed out after 0.2 s (/h/hang)"]
 
 
 async def test_with_no_relay_to_fall_back_on_the_direct_dials_get_the_whole_timeout(
