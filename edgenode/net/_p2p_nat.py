@@ -100,13 +100,56 @@ def _autonat_class() -> Any:
     return _AutoNAT
 
 
+class _Circuit:
+    """A key of its own for one relayed circuit (see :func:`_relay_protocol_class`)."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: Any) -> None:
+        self.peer = peer
+
+    def __str__(self) -> str:  # py-libp2p logs the key as the peer
+        return str(self.peer)
+
+
+def _relay_protocol_class() -> Any:
+    from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+
+    class _Relay(CircuitV2Protocol):  # type: ignore[misc]  # py-libp2p's class is untyped for mypy
+        """Circuit relay v2 whose circuits end only themselves.
+
+        py-libp2p 0.8.1 files each circuit under its peer ids (``_active_relays[source]``,
+        ``_active_relays[destination]``) and, when a circuit's pump ends, closes the streams
+        filed under that peer: with two circuits to one destination (two peers reaching one
+        home through its relay, or a new circuit while an old one winds down) the first to end
+        closes the other's streams.  Here each pump cleans up its own two streams; the peer
+        ids still reach the relay's reservation bookkeeping through the circuit-wide limits.
+        """
+
+        async def _relay_data(
+            self, src_stream: Any, dst_stream: Any, peer_id: Any, deadline: float | None = None,
+            circuit_data_limit: list[int] | None = None,
+        ) -> None:
+            try:  # a key no entry has: the library's cleanup skips, ours below closes this circuit
+                key: Any = _Circuit(peer_id)
+                await super()._relay_data(src_stream, dst_stream, key, deadline, circuit_data_limit)
+            finally:
+                mine = (src_stream, dst_stream)
+                for peer, pair in list(self._active_relays.items()):
+                    if pair[0] in mine:
+                        del self._active_relays[peer]
+                await self._close_stream(src_stream)
+                await self._close_stream(dst_stream)
+
+    return _Relay
+
+
 class NatService:
     """Relay (hop and client), reservations, relayed dials, DCUtR and AutoNAT for one host."""
 
     def __init__(self, host: Any, config: P2PConfig, counters: Any, gate: Callable[[str], bool] | None) -> None:
         from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
         from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
-        from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
         from libp2p.relay.circuit_v2.resources import RelayLimits
         from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 
@@ -122,7 +165,7 @@ class NatService:
             reservation_ttl=config.relay_reservation_ttl,
         )
         roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if config.relay_hop else RelayRole(0))
-        self.protocol = CircuitV2Protocol(host, limits=limits, allow_hop=config.relay_hop)
+        self.protocol = _relay_protocol_class()(host, limits=limits, allow_hop=config.relay_hop)
         self.transport = CircuitV2Transport(
             host, self.protocol, RelayConfig(roles=roles, limits=limits, reservation_ttl=config.relay_reservation_ttl)
         )

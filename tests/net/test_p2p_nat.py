@@ -131,6 +131,24 @@ async def test_a_peer_with_no_known_address_is_tried_through_the_relays_this_nod
             await src.request(stranger, ECHO, b"x", timeout=WAIT)
 
 
+async def test_one_circuit_ending_leaves_another_to_the_same_peer_up() -> None:
+    """py-libp2p 0.8.1's relay files circuits by peer id and the first to end closed the other's streams."""
+    relay, dest, s1, s2 = node(relay_config()), node(NO_PUNCH), node(NO_PUNCH), node(NO_PUNCH)
+    async with running(relay, dest, s1, s2):
+        await dest.connect(relay.listen_addrs[0])
+        await until(lambda: _true(bool(dest.relays)), "a reservation")
+        circuit = next(a for a in dest.listen_addrs if "/p2p-circuit" in a)
+        for s in (s1, s2):
+            await s.connect(circuit)
+            assert await s.request(dest.peer_id, ECHO, b"up", timeout=WAIT) == b"up"
+        await s1.disconnect(dest.peer_id)  # the older circuit ends...
+        await asyncio.sleep(1.0)  # ...and its relay pumps wind down
+        assert (await s2.connection_kinds()).get(dest.peer_id) == "relayed"  # ...the newer one stays
+        for i in range(5):
+            assert await s2.request(dest.peer_id, ECHO, b"%d" % i, timeout=WAIT) == b"%d" % i
+        assert relay.counters["relay_hop_streams"] >= 3
+
+
 async def _true(v: bool) -> bool:
     return v
 
