@@ -74,6 +74,12 @@ class NetSection:
     """Relay: bytes one relayed connection may carry before it is reset."""
     relay_max_duration_s: int = 600
     """Relay: seconds one relayed connection may last before it is reset."""
+    peer_exchange: bool = True
+    """GossipSub peer exchange: a node that leaves a topic (or stops) names other peers of it in its
+    PRUNEs, so the mesh heals without a bootstrap node; peers named to this node are dialled only
+    from members (swarm mode), only members, with signed records, within a dial budget."""
+    px_peers: int = 8
+    """Peers named in one PRUNE this node sends, and taken from one it receives (1 to 32)."""
     announce_blobs: bool = True
     """Announce the blobs this node serves (task modules it fetched, shared models) as a DHT provider,
     so peers fetch them from it when their first source is gone (at most the DHT's ``dht_max_provided``)."""
@@ -88,6 +94,8 @@ class NetSection:
                              "max_inbound_streams_per_peer must be >= 1")
         if self.max_request_bytes < 256:
             raise LocalError("[net] max_request_bytes must be >= 256")
+        if not 1 <= self.px_peers <= 32:
+            raise LocalError("[net] px_peers must be between 1 and 32")
         if self.keep_blobs_mb < 0:
             raise LocalError("[net] keep_blobs_mb must be >= 0")
 
@@ -390,6 +398,11 @@ CONFIG_TEMPLATE = """\
 # relay_max_circuits = 8
 # relay_max_bytes = 67108864
 # relay_max_duration_s = 600
+# GossipSub peer exchange: PRUNEs name other peers of the topic, so the mesh heals after churn
+# without a bootstrap node (swarm mode: members only; signed records only; dials rate-limited).
+# peer_exchange = true
+# Peers named in one PRUNE sent, and taken from one received (1 to 32).
+# px_peers = 8
 # Announce served blobs (fetched task modules, shared models) as a DHT provider; keep fetched
 # modules in memory to serve them (MiB); serve this node's models to peers by hash.
 # announce_blobs = true

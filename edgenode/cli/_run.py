@@ -165,6 +165,8 @@ def p2p_config(cfg: NodeConfig, swarm_id: str = "") -> P2PConfig:
         relay_max_circuits=net.relay_max_circuits,
         relay_max_bytes=net.relay_max_bytes,
         relay_max_duration=net.relay_max_duration_s,
+        peer_exchange=net.peer_exchange,
+        px_peers=net.px_peers,
     )
 
 

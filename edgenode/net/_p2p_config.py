@@ -108,3 +108,16 @@ class P2PConfig:
     """Relays this node keeps a reservation on."""
     autonat: bool = True
     """Answer AutoNAT dial-back requests and ask connected peers whether this node is reachable."""
+    # -- peer exchange (docs/net.md, "Peer exchange") ----------------------------------
+    peer_exchange: bool = True
+    """GossipSub peer exchange (PX): a PRUNE this node sends (leaving a topic, stopping, or trimming
+    a mesh over ``degree_high``) names up to ``px_peers`` other peers of the topic with their signed
+    peer records, and peers named in a PRUNE received are dialled, within the rules below.  Off:
+    none is sent, and any received is ignored (py-libp2p on its own would dial them)."""
+    px_peers: int = 8
+    """Peers named in one PRUNE sent, and peers taken from one PRUNE received (the rest ignored)."""
+    px_dial_budget: int = 16
+    """PX-triggered dials (and record checks) at most per ``px_dial_window`` seconds, all senders
+    together: a peer sending PRUNE after PRUNE cannot make this node dial without bound."""
+    px_dial_window: float = 60.0
+    """Window of ``px_dial_budget`` (sliding), in seconds."""

@@ -35,6 +35,7 @@ from ._p2p_frame import (
     encode_response,
 )
 from ._p2p_nat import NatService, reach_peer
+from ._p2p_px import PeerExchange, leave_topics
 from ._p2p_tuning import BULK_WINDOW, CHANNEL_WINDOW, open_receive_window
 from ._p2p_util import (
     Counters,
@@ -58,6 +59,7 @@ _NEVER = 1e9
 _REDIAL = 10.0
 _DISCOVERY_INTERVAL = 1.0
 _CLOSE_GRACE = 1.0
+_LEAVE_GRACE = 0.5  # seconds ``close`` gives the PRUNEs (with PX) of the topics it leaves
 
 
 class NoHandler(EdgenodeError):
@@ -125,6 +127,7 @@ class LibP2PNode:
         self.direct_addrs: list[str] = []
         self.dht: DhtService | None = None
         self.nat: NatService | None = None
+        self.px: PeerExchange | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -157,6 +160,8 @@ class LibP2PNode:
             host.get_network().register_notifee(peer_notifee(self.refresh_peers))
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self.px is not None:
+                    self.px.attach(nursery)
                 nursery.start_soon(self._poll_peers)
                 nursery.start_soon(self._close_idle_channels)
                 for addr in s.bootstrap:
@@ -215,16 +220,24 @@ class LibP2PNode:
             # adaptive gossip stretches the heartbeat to 30-60 s when it judges the network unhealthy
             adaptive_gossip_enabled=False,
             max_messages_per_topic_per_second=c.max_messages_per_topic_per_second,
+            do_px=c.peer_exchange,
+            px_peers_count=c.px_peers,
         )
+        self.px = PeerExchange(host, c, self._counters, s.gate, self._dials)
+        gossipsub.edge_px = self.px
         gossipsub.max_iwant_requests_per_second = c.max_messages_per_topic_per_second
         gossipsub.max_ihave_messages_per_second = c.max_messages_per_topic_per_second
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         return host, gossipsub, pubsub
 
     async def close(self, timeout: float) -> None:
-        """Close connections, listeners and transports while not cancelled (cancelling leaks sockets)."""
+        """Close connections, listeners and transports while not cancelled (cancelling leaks sockets);
+        with peer exchange on, leave every topic first (PRUNEs with PX: the mesh heals without us)."""
         for scope in self._pumps.values():
             scope.cancel()
+        if self._c.peer_exchange and self._pumps:
+            with trio.move_on_after(min(_LEAVE_GRACE, timeout / 2)):
+                await leave_topics(self._pubsub, list(self._pumps))
         for ch in list(self._channels.values()):
             await ch.aclose()
         with trio.move_on_after(timeout):

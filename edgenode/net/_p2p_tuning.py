@@ -26,6 +26,14 @@ it adjusts.  Measured effect: docs/net.md.
    for every message; go-libp2p only above 1 KiB (``IDontWantMessageThreshold``),
    where saving a duplicate is worth a control message.  :class:`EdgeGossipSub` does the
    same.
+5. **Peer exchange within bounds.**  py-libp2p dials every peer a PRUNE names, from any sender
+   and for any topic, even with ``do_px`` off, inside the loop that reads the sender's RPCs;
+   sends no PX when a mesh overflows ``degree_high``; and answers a GRAFT for a topic it is not
+   in with PX naming that topic's peers.  :class:`EdgeGossipSub` hands received PX to
+   :class:`._p2p_px.PeerExchange` (gated, capped, rate limited, dialled in the background),
+   sends PX only for topics it is in (mesh overflow included) and only peers with signed records.
+   It also backs off from the peers a heartbeat prunes, which py-libp2p does not (it grafted
+   them again within seconds, and they logged and penalised that as a GRAFT flood).
 """
 
 from __future__ import annotations
@@ -128,7 +136,9 @@ class _Lazy:
 
 
 def EdgeGossipSub(**kwargs: Any) -> Any:  # a class factory: libp2p is imported lazily
-    """A GossipSub that sends IDONTWANT only for messages of :data:`IDONTWANT_THRESHOLD` bytes or more."""
+    """A GossipSub that sends IDONTWANT only for messages of :data:`IDONTWANT_THRESHOLD` bytes or more,
+    and whose peer exchange goes through its ``edge_px`` (a :class:`._p2p_px.PeerExchange`; None: PX
+    received is dropped, none is sent)."""
     if _Lazy.cls is None:
         base: Any = _gossipsub_base()
 
@@ -144,6 +154,58 @@ def EdgeGossipSub(**kwargs: Any) -> Any:  # a class factory: libp2p is imported 
             async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
                 if self._edgenode_size >= IDONTWANT_THRESHOLD:
                     await super()._emit_idontwant_for_message(msg_id, topic_ids)
+
+            # -- peer exchange (5): judged by edge_px (a _p2p_px.PeerExchange), never by py-libp2p
+            edge_px: Any = None
+
+            async def handle_prune(self, prune_msg: Any, sender_peer_id: Any) -> None:
+                entries = list(prune_msg.peers)
+                if entries:  # py-libp2p would dial them all (_do_px), whoever sent them
+                    bare = type(prune_msg)()
+                    bare.CopyFrom(prune_msg)
+                    del bare.peers[:]
+                    prune_msg = bare
+                await super().handle_prune(prune_msg, sender_peer_id)
+                if entries and self.edge_px is not None:
+                    topic = prune_msg.topicID
+                    scorer = self.scorer
+                    self.edge_px.on_prune(
+                        sender_peer_id, entries, joined=topic in self.mesh,
+                        sender_ok=scorer is None or bool(scorer.allow_px_from(sender_peer_id, [topic])),
+                    )
+
+            async def _do_px(self, px_peers: Any) -> None:
+                return None  # unreachable through handle_prune above; kept inert should another path call it
+
+            async def emit_prune(self, topic: str, to_peer: Any, do_px: bool, is_unsubscribe: bool) -> None:
+                from libp2p.pubsub.pb import rpc_pb2
+
+                prune = rpc_pb2.ControlPrune(
+                    topicID=topic, backoff=self.unsubscribe_back_off if is_unsubscribe else self.prune_back_off
+                )
+                # PX only for a topic this node is in (py-libp2p also answers a GRAFT for an unknown
+                # topic with PX, naming whoever announced it: a leak go-libp2p avoids)
+                if do_px and self.edge_px is not None and topic in self.mesh and self.pubsub is not None:
+                    candidates = self.pubsub.peer_topics.get(topic, set())
+                    for pid, record in self.edge_px.offer(to_peer, list(candidates)):
+                        prune.peers.append(rpc_pb2.PeerInfo(peerID=pid, signedPeerRecord=record))
+                control = rpc_pb2.ControlMessage()
+                control.prune.extend([prune])
+                await self.emit_control_message(control, to_peer)
+
+            async def _emit_control_msgs(self, peers_to_graft: Any, peers_to_prune: Any, peers_to_gossip: Any) -> None:
+                # a mesh over degree_high: back off from the peers pruned (the spec's rule, go-libp2p's
+                # too; py-libp2p grafts them again at once, which they punish as a GRAFT flood) and,
+                # with PX on, name other peers in the PRUNEs, as go-libp2p does
+                for peer, topics in peers_to_prune.items():
+                    for topic in topics:
+                        self._add_back_off(peer, topic, False)
+                if self.do_px and peers_to_prune:
+                    for peer, topics in list(peers_to_prune.items()):
+                        for topic in topics:
+                            await self.emit_prune(topic, peer, True, False)
+                    peers_to_prune.clear()
+                await super()._emit_control_msgs(peers_to_graft, peers_to_prune, peers_to_gossip)
 
         _Lazy.cls = _EdgeGossipSub
     return _Lazy.cls(**kwargs)
