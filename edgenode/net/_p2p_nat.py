@@ -76,11 +76,32 @@ def _conn_addrs(conn: Any) -> list[str]:
         return []
 
 
+async def _dial_back(network: Any, addr: Any, peer_id: Any) -> None:
+    """Connect to ``peer_id`` at ``addr`` and secure the connection, without the swarm; then close."""
+    from libp2p.abc import IMuxedConn
+
+    transport = network.transport_manager.transport_for_dialing(addr)
+    if transport is None:
+        raise ValueError(f"no transport dials {addr}")
+    conn = await transport.dial(addr)
+    try:
+        if not isinstance(conn, IMuxedConn):  # QUIC comes secured; TCP gets the handshake here
+            secured = await network.upgrader.upgrade_security(conn, True, peer_id)
+            await secured.close()
+    finally:
+        await conn.close()
+
+
 def _autonat_class() -> Any:
     from libp2p.host.autonat.autonat import AutoNATService
 
     class _AutoNAT(AutoNATService):  # type: ignore[misc]  # py-libp2p's class is untyped for mypy
-        """AutoNAT whose dial-back opens a fresh connection (0.8.1 reuses the asker's)."""
+        """AutoNAT whose dial-back opens a fresh connection (0.8.1 reuses the asker's), outside
+        the swarm: a second connection registered there makes the swarm trim one to keep
+        ``max_connections_per_peer``, and it trims the older one, which carries the asker's
+        relay reservation and circuits (go-libp2p dials back from a separate host for the same
+        reason).  A TCP connection and the security handshake (which checks the peer id) prove
+        the address reachable."""
 
         async def _try_dial(self, peer_id: Any, addrs: list[bytes]) -> bytes | None:
             network = self.host.get_network()
@@ -90,8 +111,7 @@ def _autonat_class() -> Any:
                     if is_circuit(str(addr)):
                         continue
                     with trio.move_on_after(_AUTONAT_TIMEOUT / 2):
-                        conn = await network.dial_addr(addr, peer_id)
-                        await conn.close()
+                        await _dial_back(network, addr, peer_id)
                         return bytes(raw)
                 except Exception as exc:  # a failed dial-back is the verdict, not an error
                     logger.debug("AutoNAT dial-back to %s at %r failed: %r", peer_id, raw, exc)

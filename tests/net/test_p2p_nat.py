@@ -203,6 +203,27 @@ async def test_autonat_finds_a_loopback_node_reachable() -> None:
         await until(lambda: _true(a.reachability == "public" and b.reachability == "public"), "AutoNAT verdicts")
 
 
+async def test_autonat_dial_backs_leave_the_connection_in_use_alone() -> None:
+    """A dial-back used to be a second swarm connection, and the swarm (one connection per peer)
+    then closed the older one, the one in use: behind a NAT, the one carrying the relay
+    reservation and circuits."""
+    a, b = node(dataclasses.replace(FAST, nat_traversal=False)), node(dataclasses.replace(FAST, nat_traversal=False))
+    async with running(a, b):
+        # the swarm trims only connections older than its grace period (20 s): 0.3 s here, so
+        # the connection in use is old by the time AutoNAT's first dial-back comes (~1 s)
+        assert b._node is not None
+        b._node._host.get_network().connection_config.grace_period = 0.3
+        await a.connect(b.listen_addrs[0])
+        assert await a.request(b.peer_id, ECHO, b"before", timeout=WAIT) == b"before"
+        opened = a.counters["channels_opened"]
+        await until(lambda: _true(a.reachability == "public"), "b's dial-back to a")
+        await asyncio.sleep(1.0)
+        for i in range(3):
+            assert await a.request(b.peer_id, ECHO, b"%d" % i, timeout=WAIT) == b"%d" % i
+        assert a.counters["channels_opened"] == opened  # the same connection carried them all
+        assert b.peer_id in a.peers()
+
+
 def test_net_config_reaches_the_transport_and_swarm_mode_gets_a_private_dht() -> None:
     from edgenode.cli._run import p2p_config
     from edgenode.config import NetSection, NodeConfig
