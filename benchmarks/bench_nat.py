@@ -196,7 +196,8 @@ def task_across_nats(tasks: int, nat_b: str) -> None:
             print("bench_nat: every task across the NATs failed", file=sys.stderr)
             return
         after = a.call("kinds")["kinds"].get(b.peer_id, "none")
-        params = {"kind": kind if after == kind else f"{kind}, then {after}", "nat_a": "endpoint-independent", "nat_b": nat_b, "tasks": len(samples),
+        ran_on = kind if after == kind else f"{kind}, then {after}"
+        params = {"kind": ran_on, "nat_a": "endpoint-independent", "nat_b": nat_b, "tasks": len(samples),
                   "failed": failed, "first_ms": round(first["ms"], 1), "task": "cat.wat, 64 B in/out",
                   "where": "network namespaces"}
         emit("nat.task_e2e_p99_ms", round(percentile(samples, 99), 2), "ms", **params)

@@ -21,11 +21,14 @@ Everything here runs in the transport's trio thread on py-libp2p 0.8.1's own
   needs; but each session first dials the peer's known addresses plainly (spec step 0),
   bounded by its ``dial_timeout`` (10 s by default), and a NATed peer's private addresses
   swallow those SYNs, so the punch itself came 10-12 s after the relayed connection.  The
-  service here gets ``_HOLEPUNCH_DIAL_TIMEOUT`` instead (tests/net/test_p2p_tuning.py pins
-  where py-libp2p uses it).
+  service here gets ``_HOLEPUNCH_DIAL_TIMEOUT`` for its punch dials and
+  ``_UNILATERAL_TIMEOUT`` for the plain dial (tests/net/test_p2p_tuning.py pins where
+  py-libp2p uses them).
+* **Relay circuits**: py-libp2p's relay files circuits by peer id, so one circuit ending
+  closed another's to the same peer; each cleans up its own here (:func:`_relay_protocol_class`).
 * **AutoNAT**: py-libp2p's server answers a dial-back by ``host.connect``, which returns
   the connection the request came on, so every asker looks reachable; the server here
-  dials back on a fresh connection instead (:class:`_AutoNAT`).
+  dials back on a fresh connection outside the swarm instead (:class:`_AutoNAT`).
 * **Connection kinds** per peer: ``direct``, ``relayed``, or ``holepunched`` (a direct
   connection to a peer first reached through a relay).
 """
@@ -62,7 +65,9 @@ _AUTONAT_SERVERS = 3
 _DIRECT_FIRST = 3.0
 """Seconds a direct dial gets before relayed addresses are tried."""
 _HOLEPUNCH_DIAL_TIMEOUT = 3
-"""DCUtR's dial bound: its plain dial of known addresses before a punch, and each punch dial."""
+"""DCUtR's dial bound: each punch dial."""
+_UNILATERAL_TIMEOUT = 1.0
+"""DCUtR's plain dial of the peer's known addresses before a punch (spec step 0), all together."""
 
 
 def is_circuit(addr: str) -> bool:
@@ -120,6 +125,30 @@ def _autonat_class() -> Any:
     return _AutoNAT
 
 
+def _dcutr_class() -> Any:
+    from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+
+    class _DCUtR(DCUtRProtocol):  # type: ignore[misc]  # py-libp2p's class is untyped for mypy
+        """DCUtR whose plain dial before a punch (spec step 0) takes ``_UNILATERAL_TIMEOUT``:
+        behind a NAT the peer's known addresses are private ones that swallow the SYN, and the
+        punch waited out the whole dial bound first (3.8 s from relayed to punched, 1.8 s now)."""
+
+        async def _try_unilateral_upgrade(self, peer_id: Any) -> bool:
+            try:
+                addrs = [a for a in self.host.get_peerstore().addrs(peer_id) if not is_circuit(str(a))]
+            except Exception:  # not in the peerstore: nothing to dial
+                return False
+            if not addrs:
+                return False
+            with trio.move_on_after(_UNILATERAL_TIMEOUT):
+                async with trio.open_nursery() as nursery:
+                    for addr in addrs:
+                        nursery.start_soon(self._dial_peer, peer_id, addr)
+            return bool(await self._verify_direct_connection(peer_id))
+
+    return _DCUtR
+
+
 class _Circuit:
     """A key of its own for one relayed circuit (see :func:`_relay_protocol_class`)."""
 
@@ -169,7 +198,6 @@ class NatService:
 
     def __init__(self, host: Any, config: P2PConfig, counters: Any, gate: Callable[[str], bool] | None) -> None:
         from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
-        from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
         from libp2p.relay.circuit_v2.resources import RelayLimits
         from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 
@@ -189,7 +217,7 @@ class NatService:
         self.transport = CircuitV2Transport(
             host, self.protocol, RelayConfig(roles=roles, limits=limits, reservation_ttl=config.relay_reservation_ttl)
         )
-        self.dcutr = DCUtRProtocol(host, dial_timeout=_HOLEPUNCH_DIAL_TIMEOUT) if config.holepunch else None
+        self.dcutr = _dcutr_class()(host, dial_timeout=_HOLEPUNCH_DIAL_TIMEOUT) if config.holepunch else None
         self.autonat = _autonat_class()(host, serve=config.autonat, confirmations=1) if config.autonat else None
         self.reachability = REACH_UNKNOWN
         self.relays: dict[str, str] = {}

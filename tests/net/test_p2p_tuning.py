@@ -227,11 +227,16 @@ def test_dcutr_hole_punches_from_the_listen_port_after_a_dial_bounded_by_dial_ti
     from libp2p.relay.circuit_v2 import dcutr
     from libp2p.transport.tcp import tcp
 
-    from edgenode.net._p2p_nat import _HOLEPUNCH_DIAL_TIMEOUT
+    from edgenode.net._p2p_nat import _HOLEPUNCH_DIAL_TIMEOUT, _UNILATERAL_TIMEOUT
 
     assert "dial_timeout" in inspect.signature(dcutr.DCUtRProtocol.__init__).parameters
     assert 0 < _HOLEPUNCH_DIAL_TIMEOUT < 5  # inside the bench's 10 s window, with the 2 s drive loop
-    assert "trio.move_on_after(self.dial_timeout)" in inspect.getsource(dcutr.DCUtRProtocol._try_unilateral_upgrade)
+    assert 0 < _UNILATERAL_TIMEOUT <= _HOLEPUNCH_DIAL_TIMEOUT
+    # edgenode's _DCUtR replaces step 0 (the plain dial); py-libp2p still calls it before a punch
+    assert "await self._try_unilateral_upgrade(peer_id)" in inspect.getsource(
+        dcutr.DCUtRProtocol._initiate_hole_punch_locked
+    )
+    assert "_verify_direct_connection" in inspect.getsource(dcutr.DCUtRProtocol)
     assert "trio.fail_after(self.dial_timeout)" in inspect.getsource(dcutr.DCUtRProtocol._dial_peer)
     punch = inspect.getsource(dcutr.DCUtRProtocol._perform_hole_punch)
     assert "_local_tcp_listen_addrs(self.host)" in punch and "source, as_responder" in punch
