@@ -85,6 +85,11 @@ class P2PConfig:
     """ADD_PROVIDER messages accepted from one peer per ``dht_add_provider_window`` seconds."""
     dht_add_provider_window: float = 10.0
     """Window of ``dht_add_provider_per_peer``."""
+    dht_max_provider_keys: int = 4096
+    """Blobs whose provider records this node keeps for others (each up to 20 providers); records
+    for further blobs are dropped until old ones expire (24 h)."""
+    dht_max_values: int = 1024
+    """Value records (``/pk``, ``/ipns``) this node keeps for others; edgenode itself stores none."""
     dht_max_inbound_streams_per_peer: int = 8
     """DHT streams one peer may hold open to this node at once; more are reset."""
     relay_hop: bool = False

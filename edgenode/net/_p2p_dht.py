@@ -9,9 +9,11 @@ one) therefore gets a thin view of the host (:class:`_KadHost`) that renames the
 on the way in (stream handlers) and out (new streams, the peerstore's protocol lists), so
 the code of ``KadDHT`` runs unchanged and the bytes on the wire stay standard.
 
-Bounds beyond py-libp2p's own (20 providers per key, 1 MiB records, 4 MiB messages): inbound
-DHT streams per peer, ADD_PROVIDER messages per peer per window, blobs announced, a
-membership gate (swarm mode: only members' streams are served), lookups bounded in time.
+Bounds beyond py-libp2p's own (20 providers per key, 1 MiB records, 4 MiB messages, 50,000
+value records): inbound DHT streams per peer, ADD_PROVIDER messages per peer per window, the
+blob keys whose providers this node keeps for others, the value records it keeps (edgenode
+stores none itself), blobs announced, a membership gate (swarm mode: only members' streams
+are served), lookups bounded in time.
 """
 
 from __future__ import annotations
@@ -119,11 +121,40 @@ class DhtService:
         self.dht = KadDHT(view, DHTMode.SERVER, max_peers_per_subnet=0)
         self.dht._provider_rate_max = config.dht_add_provider_per_peer
         self.dht._provider_rate_window = config.dht_add_provider_window
+        self._bound_stores()
         self._inbound: Counter[str] = Counter()
         self._provided: dict[str, None] = {}
         """Keys announced, oldest first (bounded by ``dht_max_provided``)."""
         inner = self.dht.handle_stream
         host.set_stream_handler(self._wire_protocol(), self._guarded(inner))
+
+    def _bound_stores(self) -> None:
+        """Cap what peers can make this node keep: provider records for at most
+        ``dht_max_provider_keys`` blobs (its own always fit), value records at most
+        ``dht_max_values``; past a cap, records for new keys are dropped and counted."""
+        providers: Any = self.dht.provider_store
+        values: Any = self.dht.value_store
+        me = str(self.dht.host.get_id())
+        add_provider = providers.add_provider
+
+        def bounded_add_provider(key: bytes, provider: Any) -> None:
+            full = key not in providers.providers and len(providers.providers) >= self._c.dht_max_provider_keys
+            if full and provider is not None and str(provider.peer_id) != me:
+                self._counters.add("dht_provider_keys_full")
+                return
+            add_provider(key, provider)
+
+        def bounded(put: Callable[..., None]) -> Callable[..., None]:
+            def put_bounded(key: bytes, *args: Any, **kwargs: Any) -> None:
+                if key not in values.store and len(values.store) >= self._c.dht_max_values:
+                    self._counters.add("dht_values_full")
+                    return
+                put(key, *args, **kwargs)
+
+            return put_bounded
+
+        providers.add_provider = bounded_add_provider
+        values.put, values.put_record = bounded(values.put), bounded(values.put_record)
 
     def _wire_protocol(self) -> Any:
         from libp2p.custom_types import TProtocol
