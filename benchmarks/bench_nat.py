@@ -213,7 +213,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=30)
     ap.add_argument("--lookups", type=int, default=40)
     ap.add_argument("--attempts", type=int, default=20)
-    ap.add_argument("--tasks", type=int, default=30)
+    ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--task-nat", choices=["eim", "symmetric"], default="eim")
     ap.add_argument("--skip-nat", action="store_true")
     ap.add_argument("--only", choices=["dht", "connect", "task"], default=None)
