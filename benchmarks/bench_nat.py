@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import logging
 import random
 import sys
 import time
@@ -209,6 +210,8 @@ def task_across_nats(tasks: int, nat_b: str) -> None:
 
 
 def main() -> None:
+    # py-libp2p logs every DHT stream a lookup abandons at WARNING: thousands of lines per run
+    logging.getLogger("libp2p.kad_dht.kad_dht").setLevel(logging.ERROR)
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=30)
     ap.add_argument("--lookups", type=int, default=40)
