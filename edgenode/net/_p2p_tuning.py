@@ -34,10 +34,17 @@ it adjusts.  Measured effect: docs/net.md.
    sends PX only for topics it is in (mesh overflow included) and only peers with signed records.
    It also backs off from the peers a heartbeat prunes, which py-libp2p does not (it grafted
    them again within seconds, and they logged and penalised that as a GRAFT flood).
+6. **A dial-back's closing is not an error.**  edgenode's AutoNAT server proves an address
+   reachable with a TCP connection and the security handshake, then closes (``_p2p_nat``):
+   a full connection would make the asker's swarm close an older one.  The asker's
+   py-libp2p then logs "fail to upgrade mux" at ERROR for every probe (it logs a failed
+   security handshake, the same kind of churn, at DEBUG); :class:`_MuxChurnAtDebug` moves
+   that record to DEBUG.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -77,7 +84,22 @@ def install() -> None:
         consume = _consume_once(getattr(pubsub_mod, "maybe_consume_signed_record"))  # noqa: B009
         for mod in (pubsub_mod, gossipsub_mod, floodsub_mod):
             mod.maybe_consume_signed_record = consume  # type: ignore[attr-defined]
+        logging.getLogger("libp2p.network.swarm").addFilter(_MuxChurnAtDebug())
         _installed = True
+
+
+MUX_FAILURE = "fail to upgrade mux for peer %s"
+"""py-libp2p's swarm log message when an inbound connection closes between security and muxer (6)."""
+
+
+class _MuxChurnAtDebug(logging.Filter):
+    """Log py-libp2p's inbound "fail to upgrade mux" at DEBUG, not ERROR (adjustment 6)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != MUX_FAILURE or record.levelno <= logging.DEBUG:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 def _cached_env(original: Any) -> Any:

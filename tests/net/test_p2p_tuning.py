@@ -245,3 +245,14 @@ def test_dcutr_hole_punches_from_the_listen_port_after_a_dial_bounded_by_dial_ti
     assert "SO_REUSEPORT" in inspect.getsource(tcp._set_reuse_flags)
     assert "_set_reuse_flags(sock)" in inspect.getsource(tcp._open_reuseport_listeners)
     assert "_set_reuse_flags(sock)" in inspect.getsource(tcp._open_tcp_stream_from)
+
+
+def test_the_mux_failure_log_of_an_inbound_connection_is_the_one_moved_to_debug() -> None:
+    # adjustment 6 matches py-libp2p's message text exactly; an upgrade that rewords it
+    # would bring the ERROR line back on every AutoNAT probe
+    from libp2p.network import swarm
+
+    from edgenode.net._p2p_tuning import MUX_FAILURE
+
+    src = inspect.getsource(swarm.Swarm.upgrade_inbound_raw_conn)
+    assert f'logger.error("{MUX_FAILURE}", peer_id)' in src
