@@ -8,6 +8,7 @@ from ._errors import BlobMismatch, NetError, NotRunning, RemoteFailure, RequestT
 from ._transport import (
     BLOB_PROTOCOL,
     COUNTERS,
+    DIRECT_FIRST_S,
     DROP_COUNTERS,
     BlobStore,
     GossipMessage,
@@ -27,6 +28,7 @@ __all__ = [
     "COUNTERS",
     "DROP_COUNTERS",
     "BLOB_PROTOCOL",
+    "DIRECT_FIRST_S",
     "BlobMismatch",
     "BlobStore",
     "GossipMessage",

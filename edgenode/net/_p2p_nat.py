@@ -45,6 +45,7 @@ import trio
 from ._errors import Unreachable
 from ._p2p_config import P2PConfig
 from ._p2p_util import dialable, reset_quietly
+from ._transport import DIRECT_FIRST_S
 
 __all__ = ["NatService", "reach_peer", "HOP_PROTOCOL", "KIND_DIRECT", "KIND_RELAYED", "KIND_HOLEPUNCHED", "is_circuit"]
 
@@ -62,8 +63,6 @@ _AUTONAT_MAX_INTERVAL = 600.0
 """The probe period doubles from ``_AUTONAT_INTERVAL`` up to this while the verdict holds."""
 _AUTONAT_TIMEOUT = 10.0
 _AUTONAT_SERVERS = 3
-_DIRECT_FIRST = 3.0
-"""Seconds a direct dial gets before relayed addresses are tried."""
 _HOLEPUNCH_DIAL_TIMEOUT = 3
 """DCUtR's dial bound: each punch dial."""
 _UNILATERAL_TIMEOUT = 1.0
@@ -471,7 +470,7 @@ async def _try_direct(
     tried.update(direct)
     if not direct:
         return False
-    with trio.move_on_after(min(timeout, _DIRECT_FIRST)):
+    with trio.move_on_after(min(timeout, DIRECT_FIRST_S)):
         try:
             await host.connect(PeerInfo(pid, [multiaddr.Multiaddr(a) for a in direct]))
             return True

@@ -39,6 +39,7 @@ __all__ = [
     "BlobStore",
     "MemoryBlobStore",
     "BLOB_PROTOCOL",
+    "DIRECT_FIRST_S",
     "sha256_hex",
     "blob_handler",
     "follow_gossip",
@@ -86,6 +87,10 @@ DROP_COUNTERS = frozenset({
 
 BLOB_PROTOCOL = "/edgenode/blob/1"
 """Request protocol that serves blobs by sha256 (request: the sha256 hex digest as ASCII)."""
+
+DIRECT_FIRST_S = 3.0
+"""Seconds a peer's direct addresses get, together, when a relayed address follows: behind a NAT
+they are private ones that swallow the dial (the transport's own dials and the submitter's)."""
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 """A request handler: ``await handler(sender_peer_id, request_bytes) -> response_bytes``.

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from .. import wire
 from ..errors import EdgenodeError, RemoteError
 from ..identity import Identity, public_key_from_peer_id
-from ..net import BLOB_PROTOCOL, GossipMessage, MemoryBlobStore, NetError, RequestTimeout, Transport, Unreachable
+from ..net import (
+    BLOB_PROTOCOL,
+    DIRECT_FIRST_S,
+    GossipMessage,
+    MemoryBlobStore,
+    NetError,
+    RequestTimeout,
+    Transport,
+    Unreachable,
+)
 from ..protocol import (
     ADVERT_TOPIC,
     BID_TOPIC,
@@ -81,8 +90,6 @@ from ._status import ask_status
 
 __all__ = ["Submitter", "TaskOutcome", "TaskRequest"]
 
-_DIRECT_FIRST_S = 3.0
-"""Seconds the direct dials get, together, when the peer also has a relayed address to fall back on."""
 _STAGGER_S = 0.25
 """Happy eyeballs: each further address is dialled this long after the one before (at once when it failed)."""
 _RELAY_AFTER_S = 1.0
@@ -445,7 +452,7 @@ class Submitter:
         direct = [a for a in addrs if "/p2p-circuit" not in a]
         relayed = [a for a in addrs if "/p2p-circuit" in a]
         # a private address behind a NAT may swallow the dial: its budget leaves time for the relay
-        budget = min(timeout, _DIRECT_FIRST_S) if relayed else timeout
+        budget = min(timeout, DIRECT_FIRST_S) if relayed else timeout
         plan = [(a, _STAGGER_S, budget) for a in direct]
         plan += [(a, _RELAY_AFTER_S if i == 0 and direct else _STAGGER_S, timeout) for i, a in enumerate(relayed)]
         return await self._race(plan, timeout, errors)

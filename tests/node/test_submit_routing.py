@@ -129,8 +129,8 @@ async def test_when_nothing_answers_every_error_is_kept(monkeypatch: pytest.Monk
 async def test_with_no_relay_to_fall_back_on_the_direct_dials_get_the_whole_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_submitter, "_DIRECT_FIRST_S", 0.01)
+    monkeypatch.setattr(_submitter, "DIRECT_FIRST_S", 0.01)
     sub, t = _dialler({"/a/hang": "hang", "/b/slow-ok": "ok"})
-    monkeypatch.setattr(_submitter, "_STAGGER_S", 0.1)  # /b starts after 0.1 s, past _DIRECT_FIRST_S
+    monkeypatch.setattr(_submitter, "_STAGGER_S", 0.1)  # /b starts after 0.1 s, past DIRECT_FIRST_S
     assert await sub._dial_any(["/a/hang", "/b/slow-ok"], 5.0, [])
     assert t.started == ["/a/hang", "/b/slow-ok"]
