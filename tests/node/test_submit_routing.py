@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from edgenode.net import Unreachable
+from edgenode.node import Node
 from edgenode.protocol import NoExecutor
 from edgenode.tasks import Submitter, TaskRequest, _submitter
 
@@ -15,15 +16,21 @@ from .conftest import SwarmFactory
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_the_submitter_asks_peer_routing_when_the_advertised_addresses_do_not_answer(
-    swarm_factory: SwarmFactory, cat_wasm: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _cut_off(swarm_factory: SwarmFactory, cat_wasm: bytes) -> tuple[Node, Submitter, str]:
+    """One node and a client that knows its advert and holds the cat module, but is not connected to it."""
     sw = await swarm_factory(1)
     (node,) = sw.nodes
     sub = await sw.client()
     module = sub.add_module(cat_wasm)
+    await sub.transport.disconnect(node.peer_id)
+    return node, sub, module
+
+
+async def test_the_submitter_asks_peer_routing_when_the_advertised_addresses_do_not_answer(
+    swarm_factory: SwarmFactory, cat_wasm: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node, sub, module = await _cut_off(swarm_factory, cat_wasm)
     t = sub.transport
-    await t.disconnect(node.peer_id)
     advertised = set(node.transport.listen_addrs)
     dial = t.connect
     asked: list[str] = []
@@ -49,12 +56,8 @@ async def test_the_submitter_asks_peer_routing_when_the_advertised_addresses_do_
 async def test_without_any_route_the_executor_is_unreachable(
     swarm_factory: SwarmFactory, cat_wasm: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sw = await swarm_factory(1)
-    (node,) = sw.nodes
-    sub = await sw.client()
-    module = sub.add_module(cat_wasm)
+    _node, sub, module = await _cut_off(swarm_factory, cat_wasm)
     t = sub.transport
-    await t.disconnect(node.peer_id)
 
     async def connect(addr: str, timeout: float = 10.0) -> str:
         raise Unreachable(f"no answer from {addr}")
