@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .errors import EdgenodeError
-from .net import Handler, MemoryBlobStore, sha256_hex
+from .net import Handler, MemoryBlobStore, blob_handler, sha256_hex
 
 __all__ = ["ModelFiles", "ServedBlobs", "served_blob_handler"]
 
@@ -98,11 +98,16 @@ def served_blob_handler(store: ServedBlobs) -> Handler:
     """The :data:`~edgenode.net.BLOB_PROTOCOL` handler of a node: blobs in memory at once, shared
     models read in a worker thread (the event loop never waits on the disk)."""
 
-    async def handler(_sender: str, req: bytes) -> bytes:
+    in_memory = blob_handler(store)
+
+    async def handler(sender: str, req: bytes) -> bytes:
+        try:
+            return await in_memory(sender, req)
+        except KeyError:
+            if store.models is None:
+                raise
         digest = req.decode("ascii", "replace")
-        blob = store.get(digest)
-        if blob is None and store.models is not None:
-            blob = await asyncio.to_thread(store.read_model, digest)
+        blob = await asyncio.to_thread(store.read_model, digest)
         if blob is None:
             raise KeyError(f"no blob {digest}")
         return blob
