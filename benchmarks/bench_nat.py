@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import emit, percentile
+from benchmarks._common import emit, load_avg, percentile
 from edgenode.identity import Identity
 from edgenode.net.p2p import P2PConfig, P2PTransport
 
@@ -75,7 +75,8 @@ async def dht_swarm(n: int, lookups: int) -> None:
             found = await seeker.find_providers(digest)
             providers.append((time.perf_counter() - t0) * 1000)
             pmiss += holder.peer_id not in found
-        params = {"nodes": n, "lookups": lookups, "bootstrap": "node 0 only", "where": "127.0.0.1, one process"}
+        params = {"nodes": n, "lookups": lookups, "bootstrap": "node 0 only", "where": "127.0.0.1, one process",
+                  "load": load_avg()}
         for q, tag in ((50, "p50"), (99, "p99")):
             emit("dht.find_peer_ms", round(percentile(find_peer, q), 2), "ms", percentile=tag, misses=misses, **params)
             emit("dht.find_providers_ms", round(percentile(providers, q), 2), "ms", percentile=tag, misses=pmiss,
@@ -136,7 +137,8 @@ def across_nats(attempts: int) -> None:
                 a.close()
         for err in failures:
             print(f"bench_nat: relayed dial failed: {err}", file=sys.stderr)
-        params = {"nat": "endpoint-independent (MASQUERADE)", "transport": "tcp", "where": "network namespaces"}
+        params = {"nat": "endpoint-independent (MASQUERADE)", "transport": "tcp", "where": "network namespaces",
+                  "load": load_avg()}
         emit("nat.holepunch_success_ratio", round(len(punched) / max(1, len(relayed)), 3), "ratio",
              attempts=len(relayed), **params)
         for kind, samples in (("direct", direct), ("relayed", relayed), ("holepunched", punched)):
@@ -200,7 +202,7 @@ def task_across_nats(tasks: int, nat_b: str) -> None:
         ran_on = kind if after == kind else f"{kind}, then {after}"
         params = {"kind": ran_on, "nat_a": "endpoint-independent", "nat_b": nat_b, "tasks": len(samples),
                   "failed": failed, "first_ms": round(first["ms"], 1), "task": "cat.wat, 64 B in/out",
-                  "where": "network namespaces"}
+                  "where": "network namespaces", "load": load_avg()}
         emit("nat.task_e2e_p99_ms", round(percentile(samples, 99), 2), "ms", **params)
         emit("nat.task_e2e_p50_ms", round(percentile(samples, 50), 2), "ms", **params)
     finally:
