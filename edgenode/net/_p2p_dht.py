@@ -216,12 +216,12 @@ class DhtService:
     def table_size(self) -> int:
         return int(self.dht.get_routing_table_size())
 
-    async def find_peer(self, peer: str, network: bool = False) -> list[str]:
+    async def find_peer(self, peer: str) -> list[str]:
         """Addresses of ``peer`` (multiaddr strings), or [] when the DHT does not know it.
 
-        py-libp2p answers from the routing table or the peerstore when the peer is there,
-        which may hold addresses from before the peer took a relay slot; ``network=True``
-        asks the peers closest to it (who were told of its new addresses) all the same.
+        Always asks the peers closest to it over the network: py-libp2p's own ``find_peer``
+        answers from the routing table or the peerstore when the peer is there, which may hold
+        addresses from before the peer took a relay slot (its relayed address missing).
         """
         from ._p2p_util import peer_id
 
@@ -229,20 +229,13 @@ class DhtService:
         pid = peer_id(peer)
         if pid is None:
             return []
-        info = None
         with trio.move_on_after(self._c.dht_query_timeout):
             try:
-                if network:
-                    await self.dht.peer_routing.find_closest_peers_network(pid.to_bytes())
-                else:
-                    info = await self.dht.find_peer(pid)
+                await self.dht.peer_routing.find_closest_peers_network(pid.to_bytes())
             except Exception as exc:  # lookup failures (closed streams, bad responses) mean "not found"
                 logger.debug("DHT find_peer %s: %r", peer, exc)
-        addrs = [str(a) for a in info.addrs] if info is not None else []
-        store = self.dht.host.get_peerstore()  # what the lookup learned, even when it ran out of time
-        if pid in store.peer_ids():
-            addrs += [str(a) for a in store.addrs(pid)]
-        return list(dict.fromkeys(addrs))
+        store = self.dht.host.get_peerstore()  # what the lookup learned (signed records), even when it ran out of time
+        return list(dict.fromkeys(str(a) for a in store.addrs(pid))) if pid in store.peer_ids() else []
 
     async def provide(self, sha256_hex: str) -> bool:
         """Announce this node as a provider of the blob (bounded: the oldest announcement is forgotten)."""

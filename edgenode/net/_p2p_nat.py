@@ -441,11 +441,6 @@ async def reach_peer(host: Any, pid: Any, dht: Any, nat: NatService | None, time
         if await _try_direct(host, pid, found, tried, errors, timeout):
             return
         known += found
-        if not any(is_circuit(a) for a in known):  # what we hold may predate its relay slot
-            found = await dht.find_peer(peer, network=True)
-            if await _try_direct(host, pid, found, tried, errors, timeout):
-                return
-            known += found
     relayed = [a if a.endswith(f"/p2p/{peer}") else f"{a}/p2p/{peer}" for a in dict.fromkeys(known) if is_circuit(a)]
     if nat is not None:
         # last, the relays this node uses itself: peers of one swarm tend to share them, and
